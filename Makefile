@@ -1,0 +1,40 @@
+# The two commands of the README:
+#   make repro   set up .venv (pinned), then `dvc repro` the whole pipeline (synthetic world)
+#   make test    set up .venv if needed, then run the test suite
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export PYTHONUNBUFFERED := 1
+# a few threads per process: prep and tests run several processes on small machines
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: repro test venv notebooks bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+repro: $(STAMP)
+	@test -d .dvc || (dvc init --quiet && dvc config core.analytics false && dvc config core.check_update false)
+	dvc repro
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+notebooks: $(STAMP)
+	jupytext --to ipynb notebooks/[0-9]*.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_prep.py
+
+clean-venv:
+	rm -rf $(VENV)

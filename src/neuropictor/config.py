@@ -1,0 +1,269 @@
+"""`params.yaml` -> typed, validated settings; project paths.
+
+One loader for every notebook, stage and test. Unknown or mistyped keys stop with a
+message naming the key and the closest valid one, so an ablation typo can never run
+silently with defaults.
+
+    >>> cfg = load_params()              # params.yaml at the project root
+    >>> cfg.sizes.n_shared               # world sizes, chosen by cfg.smoke
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _find_root() -> Path:
+    env = os.environ.get("NEUROPICTOR_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parents[2]  # src/neuropictor/config.py -> repo
+    if (here / "params.yaml").exists():
+        return here
+    return Path.cwd().resolve()
+
+
+PROJ_ROOT = _find_root()
+
+
+class ParamsError(ValueError):
+    """A params file is missing, malformed, or has an unknown / mistyped key."""
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class Paths:
+    """Where things live. Relative paths are relative to the project root."""
+
+    nsd_root: str = "data/synthetic/nsd"  # NSD layout root (synthetic world writes here)
+    corpus_root: str = "data/synthetic/corpus"  # resting-state corpus (UK Biobank stand-in)
+    synthetic_root: str = "data/synthetic"  # what the synthetic-world stage writes
+    generic_input: str | None = None  # world "generic": one .npz/.h5/.mat (see README)
+    prepared: str = "data/prepared"
+    figures: str = "figures"
+    metrics: str = "metrics"
+    reports: str = "reports"
+
+
+@dataclass(frozen=True)
+class WorldSizes:
+    """Size of the simulated experiment (NSD analogue) and corpus."""
+
+    n_shared: int = 100  # images every subject sees (NSD's shared1000)
+    n_unique_per_subject: int = 400  # images only one subject sees (training images)
+    n_repeats: int = 3  # presentations per image (NSD: 3)
+    trials_per_session: int = 250  # NSD: 750
+    n_sessions_complete: int = 6  # sessions of subjects 1, 2, 5, 7 (covers all repeats)
+    n_sessions_partial: int = 4  # sessions of the other subjects (NSD: 30-32 of 40)
+    image_size: int = 64  # stimulus side in pixels (NSD: 425)
+    voxel_size_mm: float = 4.0  # volume grid of the func "1pt8mm"-like betas
+    n_corpus_subjects: int = 120  # resting-state subjects (UK Biobank stand-in)
+    corpus_maps_per_subject: int = 8
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """The simulated world: sizes for the default run and for smoke tests, plus the brain."""
+
+    default: WorldSizes = field(default_factory=WorldSizes)
+    smoke: WorldSizes = field(
+        default_factory=lambda: WorldSizes(
+            n_shared=12, n_unique_per_subject=24, trials_per_session=36,
+            n_sessions_complete=3, n_sessions_partial=2, voxel_size_mm=6.0,
+            n_corpus_subjects=6, corpus_maps_per_subject=2,
+        )
+    )
+    complete_subjects: tuple[int, ...] = (1, 2, 5, 7)
+    visual_field_deg: float = 8.4  # stimulus width in degrees (NSD: 8.4)
+    signal_psc: float = 1.5  # typical evoked response, percent signal change
+    noise_psc: float = 2.0  # trial noise s.d. at SNR factor 1 (percent signal change)
+    snr_range: tuple[float, float] = (0.8, 1.25)  # per-subject SNR factor
+    session_offset_psc: float = 1.0  # per-session, per-vertex baseline drift
+    session_gain_sd: float = 0.15  # per-session, per-vertex gain drift
+    anatomy_jitter: float = 1.0  # scale of the per-subject warp of the maps (0 = none)
+
+
+@dataclass(frozen=True)
+class Ridge:
+    alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+    folds: int = 5
+
+
+@dataclass(frozen=True)
+class Prep:
+    """Data prep (stage 1). The same code reads the synthetic tree and the real NSD."""
+
+    subjects: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+    zscore: str = "session"  # "session" (MindEye2), "train" (Brain-Diffuser), "none"
+    volume_beta_scale: float = 300.0  # int16 NIfTI betas = percent signal change x 300
+    surface: bool = True  # also build flatmaps from fsaverage .mgh betas
+    flatmap_size: int = 64  # flatmap side in pixels (paper: 256)
+    flatmap_roi: str = "nsdgeneral"  # fsaverage label whose bounding box is the crop
+    flatmap_margin: float = 0.05  # crop margin, fraction of the box
+    image_size: int = 64  # stimuli are resized to this for later stages
+    n_workers: int = 2  # subjects prepared in parallel
+    min_repeats: int = 1  # images with fewer repeats are dropped (reported)
+    ridge: Ridge = field(default_factory=Ridge)
+
+
+WORLDS = ("synthetic", "nsd", "generic")
+ZSCORE_MODES = ("session", "train", "none")
+
+
+@dataclass(frozen=True)
+class Settings:
+    seed: int = 0
+    world: str = "synthetic"
+    smoke: bool = False
+    paths: Paths = field(default_factory=Paths)
+    synthetic: Synthetic = field(default_factory=Synthetic)
+    prep: Prep = field(default_factory=Prep)
+
+    @property
+    def sizes(self) -> WorldSizes:
+        """World sizes in force: the smoke sizes when `smoke` is on."""
+        return self.synthetic.smoke if self.smoke else self.synthetic.default
+
+    def path(self, key: str) -> Path:
+        """Absolute path for a `paths` key."""
+        value = getattr(self.paths, key)
+        if value is None:
+            raise ParamsError(f"paths.{key} is not set in params.yaml; set it to a file or folder.")
+        p = Path(value)
+        return p if p.is_absolute() else PROJ_ROOT / p
+
+
+# --------------------------------------------------------------------------- loading
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1)
+    return f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(options)}."
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ParamsError(f"{where} must be a mapping, got {value!r}.")
+        return _build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{where} must be a list, got {value!r}.")
+        args = typing.get_args(tp)
+        inner = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ParamsError(f"{where} must have {len(args)} entries, got {value!r}.")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{where} must be true or false, got {value!r}.")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{where} must be an integer, got {value!r}.")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{where} must be a number, got {value!r}.")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{where} must be a string, got {value!r}.")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ParamsError(f"Unknown key '{where}.{key}'." + _suggest(key, names))
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    # nested sections given partially keep the defaults of the keys not given
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs and dataclasses.is_dataclass(hints[f.name]):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            given = data[f.name]
+            kwargs[f.name] = dataclasses.replace(default, **{
+                k: getattr(kwargs[f.name], k) for k in given
+            })
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ParamsError(f"Override '{dotted}': '{part}' is not a section.")
+    node[parts[-1]] = value
+
+
+def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read and validate a params file; `overrides` maps dotted keys to values."""
+    path = Path(path) if path is not None else PROJ_ROOT / "params.yaml"
+    if not path.is_absolute() and not path.exists():
+        path = PROJ_ROOT / path
+    if not path.exists():
+        raise ParamsError(f"Params file {path} not found. Run from the project root or pass its path.")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(tree, dict):
+        raise ParamsError(f"{path} must hold a mapping of sections, got {type(tree).__name__}.")
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, value)
+    try:
+        settings = _build(Settings, tree, "params")
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None
+    _validate(settings, path)
+    return settings
+
+
+def _validate(s: Settings, path: Path) -> None:
+    def bad(msg: str) -> None:
+        raise ParamsError(f"{path}: {msg}")
+
+    if s.world not in WORLDS:
+        bad(f"params.world is '{s.world}'; use one of {', '.join(WORLDS)}.")
+    if s.prep.zscore not in ZSCORE_MODES:
+        bad(f"params.prep.zscore is '{s.prep.zscore}'; use one of {', '.join(ZSCORE_MODES)}.")
+    unknown = [x for x in s.prep.subjects if x not in range(1, 9)]
+    if unknown:
+        bad(f"params.prep.subjects has unknown subject(s) {unknown}; NSD subjects are 1-8.")
+    if s.prep.flatmap_size < 8 or s.prep.flatmap_size % 2:
+        bad("params.prep.flatmap_size must be an even number >= 8 (64 default, 256 paper).")
+    for name, sizes in (("default", s.synthetic.default), ("smoke", s.synthetic.smoke)):
+        total = sizes.n_shared + sizes.n_unique_per_subject
+        if total * sizes.n_repeats > sizes.trials_per_session * sizes.n_sessions_complete:
+            bad(f"params.synthetic.{name}: {total} images x {sizes.n_repeats} repeats do not fit in "
+                f"{sizes.n_sessions_complete} sessions of {sizes.trials_per_session} trials; "
+                "raise n_sessions_complete or trials_per_session.")
+        if sizes.n_sessions_partial > sizes.n_sessions_complete:
+            bad(f"params.synthetic.{name}.n_sessions_partial must not exceed n_sessions_complete.")
+    if s.world == "generic" and s.paths.generic_input is None:
+        bad("world is 'generic' but paths.generic_input is not set; point it at your .npz/.h5/.mat.")
+
+
+def as_dict(settings: Settings) -> dict:
+    """Plain nested dict (for display in notebooks and JSON records)."""
+    return dataclasses.asdict(settings)

@@ -1,0 +1,80 @@
+"""Run a jupytext `py:percent` notebook headlessly with papermill (one DVC stage = one call).
+
+    python -m neuropictor.nb notebooks/01_data_prep.py [-p NAME VALUE ...]
+
+The executed notebook is kept as reports/<name>.ipynb (a record, never a dependency). It is
+written under a temporary name and renamed only when every cell ran; a failed run is kept
+as reports/<name>.failed.ipynb so the traceback can be read in context.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from .config import PROJ_ROOT
+
+KERNEL = "python3"
+
+
+def run_notebook(source: str | Path, output: str | Path | None = None,
+                 parameters: dict | None = None, log_output: bool = True) -> Path:
+    """Convert `source` (.py) to a notebook, execute it, return the executed notebook's path."""
+    import jupytext
+    import papermill
+
+    source = Path(source)
+    if not source.is_absolute():
+        source = PROJ_ROOT / source
+    if not source.exists():
+        raise FileNotFoundError(f"Notebook source {source} not found.")
+    output = Path(output) if output else PROJ_ROOT / "reports" / f"{source.stem}.ipynb"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    failed = output.with_suffix(".failed.ipynb")
+    failed.unlink(missing_ok=True)
+    notebook = jupytext.read(source, fmt="py:percent")
+    with tempfile.TemporaryDirectory() as tmp:
+        converted = Path(tmp) / f"{source.stem}.ipynb"
+        jupytext.write(notebook, converted, fmt="ipynb")
+        partial = output.with_suffix(".partial.ipynb")
+        try:
+            papermill.execute_notebook(
+                str(converted), str(partial), parameters=parameters or {}, kernel_name=KERNEL,
+                log_output=log_output, progress_bar=False, cwd=str(PROJ_ROOT),
+            )
+        except BaseException:
+            if partial.exists():
+                os.replace(partial, failed)
+            raise
+    os.replace(partial, output)
+    return output
+
+
+def _value(text: str):
+    return yaml.safe_load(text)  # "true" -> True, "3" -> 3, "a/b" -> "a/b"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="notebooks/NN_name.py (jupytext py:percent)")
+    parser.add_argument("-o", "--output", help="executed notebook (default reports/NN_name.ipynb)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="set a variable of the notebook's parameters cell (YAML value)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="do not echo cell output")
+    args = parser.parse_args(argv)
+    params = {name: _value(value) for name, value in args.parameter}
+    try:
+        out = run_notebook(args.source, args.output, params, log_output=not args.quiet)
+    except Exception as err:  # papermill's error already shows the failing cell
+        print(f"\nnotebook {args.source} failed: {type(err).__name__}: {str(err)[-2000:]}", file=sys.stderr)
+        return 1
+    print(f"executed {args.source} -> {out.relative_to(PROJ_ROOT) if out.is_relative_to(PROJ_ROOT) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Figures (and later tables) shared by the notebooks."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith("module://") else None
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Write a figure atomically (PNG) and return its path; the figure stays open for display."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    return path
+
+
+def stimulus_grid(images: np.ndarray, captions: list[str] | None = None, cols: int = 6):
+    """Images in a grid, each with its (wrapped) caption."""
+    n = len(images)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.5 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, ax in enumerate(axes.ravel()[:n]):
+        ax.imshow(images[i])
+        if captions is not None:
+            ax.set_title("\n".join(textwrap.wrap(captions[i], 24)), fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def surface_maps(maps: dict[str, np.ndarray], mask: np.ndarray | None = None, cmaps: dict | None = None,
+                 vranges: dict | None = None, view: str = "posterior", title_prefix: str = ""):
+    """Vertex maps (2 x 10242, left then right) on nilearn's inflated fsaverage5, one row each."""
+    from nilearn import plotting
+
+    from .data import cortex
+
+    meshes = cortex.fsaverage5()["meshes"]
+    n = cortex.N_VERTS
+    fig, axes = plt.subplots(len(maps), 2, figsize=(6.4, 3.0 * len(maps)),
+                             subplot_kw={"projection": "3d"}, squeeze=False)
+    for row, (name, values) in enumerate(maps.items()):
+        for h, hemi in enumerate(cortex.HEMIS):
+            val = np.asarray(values[h * n:(h + 1) * n], float).copy()
+            if mask is not None:
+                val[~mask[h * n:(h + 1) * n]] = np.nan
+            vmin, vmax = (vranges or {}).get(name, (np.nanmin(val), np.nanmax(val)))
+            plotting.plot_surf(meshes["inflated"].parts[hemi], surf_map=val, hemi=hemi, view=view,
+                               cmap=(cmaps or {}).get(name, "viridis"), axes=axes[row, h],
+                               engine="matplotlib", vmin=vmin, vmax=vmax, colorbar=h == 1,
+                               title=f"{title_prefix}{name} ({hemi})")
+    return fig
+
+
+def flatmap_grid(flatmaps: np.ndarray, mask: np.ndarray, titles: list[str] | None = None,
+                 cols: int = 6, cmap: str = "RdBu_r", vlim: float | None = None):
+    """Flatmap images (n, S, S) with off-cortex pixels blank and a shared colour scale."""
+    n = len(flatmaps)
+    rows = int(np.ceil(n / cols))
+    vlim = vlim or float(np.percentile(np.abs(flatmaps[:, mask]), 99)) or 1.0
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.1 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, ax in enumerate(axes.ravel()[:n]):
+        img = np.where(mask, flatmaps[i], np.nan)
+        im = ax.imshow(img, cmap=cmap, vmin=-vlim, vmax=vlim)
+        if titles:
+            ax.set_title(titles[i], fontsize=8)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="z")
+    return fig
