@@ -10,6 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
+export TQDM_MININTERVAL ?= 5
 # a few threads per process: prep and tests run several processes on small machines
 export OMP_NUM_THREADS ?= 2
 
