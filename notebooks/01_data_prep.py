@@ -66,7 +66,6 @@ prepared = Prepared(cfg.path("prepared"))
 counts = prepared.index.groupby(["subject", "split"]).size().unstack()
 counts["voxels"] = pd.Series(summary["n_voxels"]).rename(index=str).reindex(counts.index.astype(str)).to_numpy()
 display(counts)
-print(f"prepared in {summary.get('seconds', 0)} s")
 
 # %% [markdown]
 # ## Stimuli and their flatmaps

@@ -77,3 +77,26 @@ def test_noise_ceiling_in_nsd_range(world):
     cfg, _ = world
     nc = noise_ceilings(NSDLayout(cfg.path("nsd_root")), 1)
     assert 10 < np.median(nc) < 60 and nc.max() > 50
+
+
+def test_same_params_same_world(world, tmp_path):
+    """Determinism: a second simulation with the same params is byte-identical (so DVC's
+    hashes, and everything downstream, do not change when nothing changed)."""
+    import hashlib
+
+    from neuropictor.config import load_params
+    from neuropictor.data.synthetic import write_world
+
+    from .conftest import smoke_overrides
+
+    cfg, root = world
+    again = load_params(overrides=smoke_overrides(tmp_path))
+    write_world(again, n_workers=2)
+
+    def digest(base):
+        return {p.relative_to(base): hashlib.md5(p.read_bytes()).hexdigest()
+                for p in sorted(base.rglob("*")) if p.is_file()}
+
+    first, second = digest(root / "synthetic"), digest(tmp_path / "synthetic")
+    assert first.keys() == second.keys() and len(first) > 100
+    assert [k for k in first if first[k] != second[k]] == []

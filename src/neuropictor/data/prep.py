@@ -238,8 +238,9 @@ def prepare(cfg: Settings, out_root: Path | None = None) -> dict:
         "n_voxels": {int(s): int(np.load(out_root / f"subj{s:02d}/voxels.npy", mmap_mode="r").shape[1])
                      for s in subjects},
         "flatmap_size": cfg.prep.flatmap_size if flat else None,
-        "n_corpus_participants": n_corpus, "seconds": round(time.time() - t0, 1),
+        "n_corpus_participants": n_corpus,
     }
+    print(f"prepared {len(subjects)} subjects in {time.time() - t0:.1f} s")
     save_json(out_root / "summary.json", summary)
     with atomic_path(out_root / "index.csv") as tmp:
         index.to_csv(tmp, index=False)

@@ -247,6 +247,18 @@ def simulate_corpus(cfg: Settings, out: Path) -> int:
 
 
 # --------------------------------------------------------------------------- world
+def _savemat_reproducible(path: Path, arrays: dict) -> None:
+    """scipy's savemat stamps the creation time into the 116-byte text header; a fixed text
+    keeps the file (and so DVC's hash of the world) identical for identical params."""
+    import io
+
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, arrays)
+    data = bytearray(buf.getvalue())
+    data[:116] = b"MATLAB 5.0 MAT-file, written by neuropictor (synthetic world)".ljust(116)
+    path.write_bytes(bytes(data))
+
+
 def _write_captions(layout: NSDLayout, stim_info: pd.DataFrame, caps: list[list[str]], size: int):
     for split in ("train2017", "val2017"):
         rows = stim_info[stim_info.cocoSplit == split]
@@ -293,9 +305,9 @@ def write_world(cfg: Settings, root: Path | None = None, n_workers: int | None =
         attrs.to_csv(tmp / "attributes.csv", index=False)
         subjectim, order, shared = make_design(sizes.n_shared, sizes.n_unique_per_subject, sizes.n_repeats, rng)
         layout.expdesign.parent.mkdir(parents=True, exist_ok=True)
-        scipy.io.savemat(layout.expdesign, {"masterordering": (order + 1)[None].astype(np.float64),
-                                            "subjectim": (subjectim + 1).astype(np.float64),
-                                            "sharedix": (shared + 1)[None].astype(np.float64)})
+        _savemat_reproducible(layout.expdesign, {"masterordering": (order + 1)[None].astype(np.float64),
+                                                 "subjectim": (subjectim + 1).astype(np.float64),
+                                                 "sharedix": (shared + 1)[None].astype(np.float64)})
         info = _stim_info(subjectim, order, shared, n_total, sizes, rng)
         info.to_csv(layout.stim_info, index=False)
         layout.stimuli.parent.mkdir(parents=True, exist_ok=True)
