@@ -1,0 +1,158 @@
+"""Foundation models of the synthetic world, in the formats the paper world's weights use.
+
+- VAE: diffusers `AutoencoderKL` (64 px RGB -> 4 x side x side latents);
+- a CLIP-style pair: transformers `CLIPModel` (text tower = `CLIPTextModel`, image tower),
+  trained contrastively on image-caption pairs, with an offline tokenizer (tokenizer.py);
+- a text-to-image `UNet2DConditionModel` on the VAE latents, conditioned on the text tower's
+  token states (the role OpenCLIP ViT-H/14's states play for SD-2.1), with DDPM training
+  and DDIM sampling; saved together as a diffusers Stable-Diffusion pipeline folder.
+
+Sizes are chosen for 2 CPU cores: plain Down/UpBlock2D at full latent resolution and
+attention only below it (attention at the top resolution dominates CPU time).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..train import TensorBatches, TrainConfig, fit
+
+
+@dataclass(frozen=True)
+class VAESpec:
+    channels: tuple[int, ...] = (16, 32, 64)  # len - 1 downsamplings: 64 px -> 16 x 16
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    norm_groups: int = 4  # >= 2 channels per group keeps absolute colour recoverable
+    object_weight: float = 9.0  # extra loss weight of pixels that differ from the background
+
+
+@dataclass(frozen=True)
+class CLIPSpec:
+    width: int = 128
+    layers: int = 3
+    heads: int = 4
+    embed_dim: int = 128
+    max_length: int = 32
+    patch: int = 8
+
+
+@dataclass(frozen=True)
+class UNetSpec:
+    channels: tuple[int, ...] = (64, 128, 128)
+    layers_per_block: int = 1
+    heads: int = 4
+    empty_caption_rate: float = 0.1  # captions dropped for classifier-free guidance
+    train_timesteps: int = 1000
+
+
+# --------------------------------------------------------------------------- VAE
+def build_vae(spec: VAESpec, image_size: int = 64):
+    from diffusers import AutoencoderKL
+
+    n = len(spec.channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=tuple(spec.channels),
+        layers_per_block=spec.layers_per_block, latent_channels=spec.latent_channels,
+        norm_num_groups=spec.norm_groups, sample_size=image_size, mid_block_add_attention=False)
+
+
+def vae_loss(object_weight: float):
+    """L1 + MSE of the reconstruction from the posterior mean, with object pixels up-weighted:
+    backgrounds are most pixels and are learnt first; objects carry the content."""
+    def loss(vae, batch):
+        (x,) = batch
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.mean).sample
+        background = x.flatten(2).median(-1).values[..., None, None]
+        w = 1 + object_weight * ((x - background).abs().sum(1, keepdim=True) > 0.1).float()
+        err = (rec - x).abs() + (rec - x) ** 2
+        return (w * err).mean() / w.mean() + 1e-6 * post.kl().mean()
+    return loss
+
+
+def train_vae(images: torch.Tensor, spec: VAESpec, cfg: TrainConfig, out_dir: Path | None = None):
+    """images: (n, 3, H, W) in [-1, 1]."""
+    vae = build_vae(spec, images.shape[-1])
+    history = fit(vae, vae_loss(spec.object_weight), TensorBatches(images), cfg, out_dir, desc="vae")
+    return vae, history
+
+
+@torch.no_grad()
+def latent_scale(vae, images: torch.Tensor, batch: int = 128) -> float:
+    """1 / std of the latents (diffusers' `scaling_factor`), so the UNet sees unit variance."""
+    z = torch.cat([vae.encode(images[s:s + batch]).latent_dist.mean for s in range(0, len(images), batch)])
+    return float(1.0 / z.std())
+
+
+# --------------------------------------------------------------------------- CLIP pair
+def build_clip(spec: CLIPSpec, vocab_size: int, image_size: int = 64):
+    from transformers import CLIPConfig, CLIPModel
+
+    text = dict(vocab_size=vocab_size, hidden_size=spec.width, intermediate_size=4 * spec.width,
+                num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+                max_position_embeddings=spec.max_length, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(hidden_size=spec.width, intermediate_size=4 * spec.width, num_hidden_layers=spec.layers,
+                  num_attention_heads=spec.heads, image_size=image_size, patch_size=spec.patch)
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=spec.embed_dim))
+
+
+def clip_loss(clip, batch):
+    pixels, ids = batch
+    return clip(input_ids=ids, pixel_values=pixels, return_loss=True).loss
+
+
+def text_encoder_of(clip):
+    """The text tower as a stand-alone `CLIPTextModel` (what SD pipelines load)."""
+    from transformers import CLIPTextModel
+
+    model = CLIPTextModel(clip.config.text_config)
+    model.load_state_dict(clip.text_model.state_dict())  # transformers 5: same module layout
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- UNet
+def build_unet(spec: UNetSpec, latent_side: int, latent_channels: int, cross_dim: int):
+    from diffusers import UNet2DConditionModel
+
+    n = len(spec.channels)
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
+    up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+    return UNet2DConditionModel(
+        sample_size=latent_side, in_channels=latent_channels, out_channels=latent_channels,
+        down_block_types=down, up_block_types=up, block_out_channels=tuple(spec.channels),
+        layers_per_block=spec.layers_per_block, cross_attention_dim=cross_dim,
+        attention_head_dim=spec.heads, norm_num_groups=min(32, spec.channels[0] // 2))
+
+
+def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float):
+    """Epsilon-prediction DDPM loss; a `drop_rate` share of captions become the empty caption."""
+    def loss(unet, batch):
+        z0, states = batch
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (z0.shape[0],), device=z0.device)
+        drop = torch.rand(z0.shape[0], device=z0.device) < drop_rate
+        states = torch.where(drop[:, None, None], empty_states.to(states), states)
+        noisy = scheduler.add_noise(z0, noise, t)
+        return F.mse_loss(unet(noisy, t, encoder_hidden_states=states).sample, noise)
+    return loss
+
+
+def save_pipeline(path: Path, vae, text_encoder, tokenizer, unet, scale: float) -> None:
+    """Write a Stable-Diffusion-style diffusers folder (loadable by models.pretrained.load_diffusion)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from ..io import atomic_dir
+
+    vae.register_to_config(scaling_factor=scale)
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
+                              beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    with atomic_dir(path) as tmp:
+        pipe.save_pretrained(str(tmp), safe_serialization=True)

@@ -1,0 +1,174 @@
+"""One training loop for every trainable stage, on `accelerate`.
+
+    history = fit(model, loss_fn, dataset, TrainConfig(steps=500, batch_size=16), out_dir)
+
+- **Stateless, step-indexed batches**: the rows of global batch `s` are drawn from a generator
+  seeded with (seed, s), so a resumed run sees exactly the batches it would have seen, and N
+  processes split the same global batch (process k takes rows k, k+N, ...): 1 process and N
+  processes follow the same trajectory.
+- **Checkpoints** are safetensors (model, optimizer and scheduler tensors) plus a JSON of
+  everything else; nothing is unpickled. `out_dir/checkpoint/` is replaced atomically every
+  `ckpt_every` steps; a killed run started again resumes from it.
+- Runs under `accelerate launch` (DDP, mixed precision) unchanged; on CPU it is plain PyTorch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .io import atomic_dir
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 16  # global batch (split across processes)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 50  # linear warm-up steps, then cosine decay to 0
+    grad_clip: float = 1.0
+    seed: int = 0
+    ckpt_every: int = 200
+    log_every: int = 50
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (GPU)
+
+
+class TensorBatches:
+    """Row-indexable tensors: `ds[rows]` -> tuple of `t[rows]` (what `fit` expects)."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        if len({len(t) for t in tensors}) != 1:
+            raise ValueError("all tensors must have the same number of rows")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, rows):
+        return tuple(t[rows] for t in self.tensors)
+
+
+def batch_indices(n: int, step: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Rows of global batch `step`: a seeded draw without replacement within the batch."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    if batch_size <= n:
+        return torch.randperm(n, generator=g)[:batch_size]
+    return torch.randint(0, n, (batch_size,), generator=g)
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / max(cfg.warmup, 1)
+        progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return f
+
+
+# ---------------------------------------------------------------- checkpoint (no pickle)
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, slots in state["state"].items():
+        meta["state"][str(pid)] = {}
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{pid}.{name}"] = value.contiguous()
+                meta["state"][str(pid)][name] = "tensor"
+            else:
+                meta["state"][str(pid)][name] = value
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
+    state = {}
+    for pid, slots in meta["state"].items():
+        state[int(pid)] = {name: tensors[f"opt.{pid}.{name}"] if kind == "tensor" else kind
+                           for name, kind in slots.items()}
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, step: int,
+                    history: list, cfg: TrainConfig) -> None:
+    with atomic_dir(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({
+            "step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+            "history": history, "config": dataclasses.asdict(cfg)}))
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> tuple[int, list]:
+    state = json.loads((path / "state.json").read_text())
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
+                                                   state["optimizer"]))
+    scheduler.load_state_dict(state["scheduler"])
+    return state["step"], state["history"]
+
+
+# ---------------------------------------------------------------- the loop
+def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
+        out_dir: str | Path | None = None, desc: str = "train",
+        stop_after: int | None = None) -> list[dict]:
+    """Train `model` by minimising `loss_fn(model, batch)`; returns the loss history.
+
+    `dataset[idx]` must accept a LongTensor of row indices and return a batch (tensor or
+    tuple of tensors); `loss_fn` returns a scalar mean over the batch's rows (so shards
+    average to the global batch's loss). `stop_after` ends early after that many steps of
+    this call, as a kill would (used by the resume test).
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    start, history = 0, []
+    ckpt = Path(out_dir) / "checkpoint" if out_dir is not None else None
+    if ckpt is not None and (ckpt / "state.json").exists():
+        start, history = load_checkpoint(ckpt, model, optimizer, scheduler)
+        accelerator.print(f"{desc}: resuming from step {start} ({ckpt})")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    n_proc, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % n_proc:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide by the {n_proc} processes")
+    n = len(dataset)
+    model.train()
+    bar = tqdm(range(start, cfg.steps), desc=desc, disable=not accelerator.is_main_process,
+               initial=start, total=cfg.steps)
+    running = []
+    for step in bar:
+        rows = batch_indices(n, step, cfg.batch_size, cfg.seed)[rank::n_proc]
+        batch = dataset[rows]
+        batch = tuple(b.to(accelerator.device) for b in batch) if isinstance(batch, tuple) else batch.to(accelerator.device)
+        with accelerator.autocast():
+            loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        running.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            history.append({"step": step + 1, "loss": sum(running) / len(running)})
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+            running = []
+        done = step + 1
+        if ckpt is not None and accelerator.is_main_process and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+            save_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler, done, history, cfg)
+        if stop_after is not None and done - start >= stop_after:
+            break
+    accelerator.wait_for_everyone()
+    model.eval()
+    return history

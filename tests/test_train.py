@@ -1,0 +1,62 @@
+"""The one training loop: resume after a kill, and N processes = 1 process."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from neuropictor.train import TrainConfig, batch_indices, fit
+
+sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+from train_probe import loss_fn, make  # noqa: E402
+
+CFG = TrainConfig(steps=60, batch_size=16, lr=3e-2, warmup=5, ckpt_every=10, log_every=10)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_loss_goes_down_and_batches_are_stateless():
+    model, data = make()
+    history = fit(model, loss_fn, data, CFG)
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert torch.equal(batch_indices(256, 7, 16, 0), batch_indices(256, 7, 16, 0))
+    assert not torch.equal(batch_indices(256, 7, 16, 0), batch_indices(256, 8, 16, 0))
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    model, data = make()
+    fit(model, loss_fn, data, CFG, out_dir=tmp_path / "straight")
+    straight = _weights(model)
+
+    model, data = make()
+    fit(model, loss_fn, data, CFG, out_dir=tmp_path / "killed", stop_after=17)  # dies at step 17
+    ckpt = tmp_path / "killed" / "checkpoint"
+    assert (ckpt / "model.safetensors").exists() and not list(ckpt.parent.glob(".*partial"))
+    model, data = make()  # a fresh process: new model, state comes from the checkpoint (step 10)
+    fit(model, loss_fn, data, CFG, out_dir=tmp_path / "killed")
+    resumed = _weights(model)
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=1e-6)
+    # and the checkpoint holds only tensors + JSON (no pickle)
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "optimizer.safetensors", "state.json"}
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+    script = Path(__file__).parent / "scripts" / "train_probe.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one.safetensors")], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    str(script), str(tmp_path / "two.safetensors")], check=True, env=env, timeout=300)
+    one, two = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5)
+    assert any(not torch.equal(v, torch.zeros_like(v)) for v in one.values())
