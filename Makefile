@@ -36,6 +36,7 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_prep.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_metrics.py
 
 clean-venv:
 	rm -rf $(VENV)

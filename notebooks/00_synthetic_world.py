@@ -41,18 +41,12 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import yaml
 
-from neuropictor.config import as_dict, load_params
+from neuropictor.config import as_dict, notebook_setup
 from neuropictor.report import save_figure, stimulus_grid, surface_maps
 
-overrides = dict(OVERRIDES, **({} if SMOKE is None else {"smoke": SMOKE}))
-cfg = load_params(PARAMS_FILE, overrides)
-FIG = cfg.path("figures") / "synthetic_world"
-FIG.mkdir(parents=True, exist_ok=True)
-settings = as_dict(cfg)
-print(yaml.safe_dump({k: settings[k] for k in ("seed", "world", "smoke", "paths")}, sort_keys=False))
-print("world sizes in force:", json.dumps(settings["synthetic"]["smoke" if cfg.smoke else "default"]))
+cfg, FIG = notebook_setup(PARAMS_FILE, SMOKE, OVERRIDES, "synthetic_world", show=("seed", "world", "smoke", "paths"))
+print("world sizes in force:", json.dumps(as_dict(cfg)["synthetic"]["smoke" if cfg.smoke else "default"]))
 
 # %% [markdown]
 # ## Simulate and write

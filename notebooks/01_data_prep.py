@@ -40,18 +40,12 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import yaml
 
-from neuropictor.config import as_dict, load_params
+from neuropictor.config import notebook_setup
 from neuropictor.io import save_json
 from neuropictor.report import flatmap_grid, save_figure
 
-overrides = dict(OVERRIDES, **({} if SMOKE is None else {"smoke": SMOKE}))
-cfg = load_params(PARAMS_FILE, overrides)
-FIG = cfg.path("figures") / "data_prep"
-FIG.mkdir(parents=True, exist_ok=True)
-settings = as_dict(cfg)
-print(yaml.safe_dump({k: settings[k] for k in ("seed", "world", "smoke", "prep")}, sort_keys=False))
+cfg, FIG = notebook_setup(PARAMS_FILE, SMOKE, OVERRIDES, "data_prep", show=("seed", "world", "smoke", "prep"))
 
 # %% [markdown]
 # ## Prepare every subject

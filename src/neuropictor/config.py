@@ -267,3 +267,16 @@ def _validate(s: Settings, path: Path) -> None:
 def as_dict(settings: Settings) -> dict:
     """Plain nested dict (for display in notebooks and JSON records)."""
     return dataclasses.asdict(settings)
+
+
+def notebook_setup(params_file: str | Path, smoke: bool | None, overrides: dict, figures: str,
+                   show: tuple[str, ...] = ("seed", "world", "smoke")) -> tuple[Settings, Path]:
+    """What every notebook's settings cell does: load params (the notebook's parameters cell
+    may override `smoke` and any dotted key), print the sections `show`, and make the
+    notebook's figure folder. Returns (settings, figure folder)."""
+    cfg = load_params(params_file, dict(overrides, **({} if smoke is None else {"smoke": smoke})))
+    fig_dir = cfg.path("figures") / figures
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    settings = as_dict(cfg)
+    print(yaml.safe_dump({k: settings[k] for k in show}, sort_keys=False))
+    return cfg, fig_dir
