@@ -141,3 +141,12 @@ def test_interrupted_world_leaves_no_tree(tmp_path, monkeypatch):
         syn.write_world(cfg, n_workers=1)
     assert not (tmp_path / "synthetic").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_ncsnr_names_the_file(world_copy):
+    from neuropictor.data.sanity import noise_ceilings
+
+    cfg, layout = world_copy
+    layout.volume_ncsnr(1).unlink()
+    with pytest.raises(DataError, match=r"ncsnr of subject 1: expected .*ncsnr\.nii\.gz"):
+        noise_ceilings(layout, 1)
