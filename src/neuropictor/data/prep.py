@@ -86,13 +86,11 @@ class Accumulator:
         self.path.unlink(missing_ok=True)
 
 
-def _session_trials(layout: NSDLayout, subj: int, sessions: list[int], space: str) -> None:
-    expected = list(range(1, len(sessions) + 1))
-    if sessions != expected:
-        missing = sorted(set(expected) - set(sessions))
-        raise DataError(f"Subject {subj}: {space} sessions {missing} are missing under "
-                        f"{layout.volume_betas(subj, 1).parent if space == 'func1pt8mm' else layout.surface_betas(subj, 1, 'left').parent}; "
-                        "trials are matched to images by position, so sessions must run 1..N without gaps.")
+def _require_contiguous(sessions: list[int], subj: int, folder: Path) -> None:
+    missing = sorted(set(range(1, len(sessions) + 1)) - set(sessions))
+    if missing:
+        raise DataError(f"Subject {subj}: sessions {missing} are missing under {folder}; trials are matched "
+                        "to images by position, so sessions must run 1..N without gaps.")
 
 
 def prepare_subject(cfg: Settings, subj: int, flat: Flatmap | None, out_root: Path) -> pd.DataFrame:
@@ -103,7 +101,7 @@ def prepare_subject(cfg: Settings, subj: int, flat: Flatmap | None, out_root: Pa
     if not sessions:
         raise DataError(f"No volume betas for subject {subj} under {layout.volume_betas(subj, 1).parent}. "
                         "Remove the subject from prep.subjects or add its betas.")
-    _session_trials(layout, subj, sessions, "func1pt8mm")
+    _require_contiguous(sessions, subj, layout.volume_betas(subj, 1).parent)
     if flat is not None:
         surf_sessions = layout.sessions(subj, "fsaverage")
         if surf_sessions != sessions:

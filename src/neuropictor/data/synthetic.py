@@ -105,14 +105,11 @@ def _majority(labels: np.ndarray, avg: sp.csr_matrix, n_codes: int) -> np.ndarra
 
 
 def _save_volume(values: np.ndarray, brain: np.ndarray, dims, affine, path: Path, dtype, fill=0):
-    grid = np.full(int(np.prod(dims)) * (values.shape[1] if values.ndim == 2 else 1), fill, dtype)
-    if values.ndim == 2:
-        grid = grid.reshape(int(np.prod(dims)), values.shape[1])
-        grid[brain] = values
-        grid = grid.reshape(*dims, values.shape[1])
-    else:
-        grid[brain] = values
-        grid = grid.reshape(dims)
+    """Values of the brain voxels (n_brain[, frames]) -> a NIfTI grid, `fill` elsewhere."""
+    extra = values.shape[1:]
+    grid = np.full((int(np.prod(dims)), *extra), fill, dtype)
+    grid[brain] = values
+    grid = grid.reshape(*dims, *extra)
     img = nib.Nifti1Image(grid, affine)
     img.set_data_dtype(dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
