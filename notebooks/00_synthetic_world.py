@@ -114,6 +114,13 @@ if summary is not None:
         ax.imshow(np.where(flat.mask, img, np.nan), cmap="tab10", vmin=0, vmax=9)
         ax.set_title(f"{name}: visual areas on the flatmap")
         ax.axis("off")
+    from matplotlib.patches import Patch
+
+    from neuropictor.data.cortex import AREAS
+
+    cmap = plt.get_cmap("tab10")
+    axes[1].legend(handles=[Patch(color=cmap(code / 9), label=name) for code, name in enumerate(AREAS)],
+                   loc="lower center", ncol=4, fontsize=7, bbox_to_anchor=(0.5, -0.25))
     both = flat.project(np.stack([t1["area"] == 1, t2["area"] == 1]).astype(float))
     axes[2].imshow(np.where(flat.mask, both[0] - both[1], np.nan), cmap="PiYG", vmin=-1, vmax=1)
     axes[2].set_title("V1: subj01 only (green) vs subj02 only (pink)")
