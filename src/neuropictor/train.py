@@ -148,6 +148,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
                initial=start, total=cfg.steps)
     running = []
     for step in bar:
+        done = step + 1
         rows = batch_indices(n, step, cfg.batch_size, cfg.seed)[rank::n_proc]
         batch = dataset[rows]
         batch = tuple(b.to(accelerator.device) for b in batch) if isinstance(batch, tuple) else batch.to(accelerator.device)
@@ -160,11 +161,10 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
         optimizer.step()
         scheduler.step()
         running.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            history.append({"step": step + 1, "loss": sum(running) / len(running)})
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            history.append({"step": done, "loss": sum(running) / len(running)})
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
             running = []
-        done = step + 1
         if ckpt is not None and accelerator.is_main_process and (done % cfg.ckpt_every == 0 or done == cfg.steps):
             save_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler, done, history, cfg)
         if stop_after is not None and done - start >= stop_after:
