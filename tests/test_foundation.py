@@ -28,7 +28,7 @@ def test_tiny_foundation_end_to_end(tmp_path):
     clip_spec = fd.CLIPSpec(width=32, layers=1, heads=2, embed_dim=16, max_length=16, patch=8)
     clip = fd.build_clip(clip_spec, len(tok), image_size=32)
     ids = torch.tensor(tok(captions, padding="max_length", max_length=16, truncation=True).input_ids)
-    hist = fit(clip, fd.clip_loss, TensorBatches((x + 1) / 2, ids), cfg, desc="clip")
+    hist = fit(clip, fd.clip_loss(), TensorBatches((x + 1) / 2, ids), cfg, desc="clip")
     assert hist[-1]["loss"] < hist[0]["loss"]
     text = fd.text_encoder_of(clip)
     with torch.no_grad():

@@ -12,7 +12,8 @@ from .conftest import write_params
 pytestmark = pytest.mark.slow
 
 
-def test_data_notebooks_smoke(tmp_path):
+def test_pipeline_notebooks_smoke(tmp_path):
+    """Every stage's notebook in order, on the smoke world (each reads what the last wrote)."""
     params = write_params(tmp_path)
     out0 = run_notebook("notebooks/00_synthetic_world.py", tmp_path / "reports" / "00.ipynb",
                         {"PARAMS_FILE": str(params)}, log_output=False)
@@ -30,6 +31,39 @@ def test_data_notebooks_smoke(tmp_path):
         assert key in metrics
     for name in ("flatmaps.png", "noise_ceiling.png", "ridge_sanity.png", "flatmaps_across_subjects.png"):
         assert (tmp_path / "figures" / "data_prep" / name).exists()
+
+    run_notebook("notebooks/02_foundation.py", tmp_path / "reports" / "02.ipynb",
+                 {"PARAMS_FILE": str(params)}, log_output=False)
+    found = json.loads((tmp_path / "metrics" / "foundation.json").read_text())
+    assert set(found["bars"]) >= {"VAE PSNR >= 28 dB", "CLIP top-1 retrieval >= 80 %", "stage <= 12 min"}
+    # the metric sanity holds whatever the training length: it tests the suite, not the models
+    assert found["bars"]["identical images: PixCorr 1, SSIM 1, identification 100 %"]
+    for name in ("pipeline/model_index.json", "clip/config.json", "standins/standins.json"):
+        assert (tmp_path / "foundation" / name).exists()
+    for name in ("vae_reconstructions.png", "text_to_image.png"):
+        assert (tmp_path / "figures" / "foundation" / name).exists()
+
+    run_notebook("notebooks/03_encoder.py", tmp_path / "reports" / "03.ipynb",
+                 {"PARAMS_FILE": str(params)}, log_output=False)
+    enc = json.loads((tmp_path / "metrics" / "encoder.json").read_text())
+    assert set(enc["reconstruction"]) == {"corpus, held-out subjects", "task flatmaps (8 subjects, test images)"}
+    assert (tmp_path / "encoder" / "model.safetensors").exists()
+
+    run_notebook("notebooks/04_train.py", tmp_path / "reports" / "04p.ipynb",
+                 {"PARAMS_FILE": str(params), "STAGE": "pretrain"}, log_output=False)
+    for s in (1, 2, 5, 7):
+        run_notebook("notebooks/04_train.py", tmp_path / "reports" / f"04r{s}.ipynb",
+                     {"PARAMS_FILE": str(params), "STAGE": "refine", "SUBJECT": s}, log_output=False)
+        assert (tmp_path / "models" / f"refine_subj{s}" / "model.safetensors").exists()
+    run_notebook("notebooks/05_reconstruct.py", tmp_path / "reports" / "05.ipynb",
+                 {"PARAMS_FILE": str(params)}, log_output=False)
+    rec = json.loads((tmp_path / "metrics" / "reconstruction.json").read_text())
+    assert set(rec["average"]) == {"NeuroPictor", "NeuroPictor (w/o ft)", "Takagi & Nishimoto (ridge)"}
+    assert "CLIP†" in rec["average"]["NeuroPictor"] and "shape accuracy" in rec["average"]["NeuroPictor"]
+    table = (tmp_path / "tables" / "table1.md").read_text()
+    assert "AlexNet(2)†" in table and "NeuroPictor (w/o ft)" in table
+    for name in ("fig5_reconstructions.png", "fig1_alpha_sweep.png", "fig2_swap.png"):
+        assert (tmp_path / "figures" / "reconstruction" / name).exists()
 
 
 def test_failed_notebook_is_kept_aside(tmp_path):

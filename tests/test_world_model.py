@@ -6,7 +6,8 @@ import pandas as pd
 
 from neuropictor.data import cortex
 from neuropictor.data.brain import SubjectBrain
-from neuropictor.data.stimuli import COLOURS, Scene, captions, make_stimuli, render
+from neuropictor.data.stimuli import (COLOURS, Scene, attribute_row, captions, full_caption, make_stimuli,
+                                      render, sample_scene, scene_of_row)
 
 
 def test_render_puts_the_object_where_it_says():
@@ -18,6 +19,16 @@ def test_render_puts_the_object_where_it_says():
     caps = captions(scene, np.random.default_rng(0))
     assert len(caps) == 5 and all("red" in c and "square" in c for c in caps)
     assert any("bottom left" in c for c in caps)
+    assert "a large red square in the bottom left on a dark background" in caps
+
+
+def test_full_caption_comes_back_from_the_attribute_table():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        scene = sample_scene(rng)
+        row = attribute_row(scene)
+        assert full_caption(scene_of_row(row)) == full_caption(scene)
+        assert full_caption(scene) in captions(scene, rng)
 
 
 def test_stimuli_are_deterministic_per_seed():

@@ -48,6 +48,13 @@ class Paths:
     synthetic_root: str = "data/synthetic"  # what the synthetic-world stage writes
     generic_input: str | None = None  # world "generic": one .npz/.h5/.mat (see README)
     prepared: str = "data/prepared"
+    foundation: str = "data/foundation"  # synthetic world: the trained foundation models
+    encoder: str = "data/encoder"  # the pretrained fMRI encoder (stage 03)
+    models: str = "data/models"  # NeuroPictor checkpoints: pretrain/, refine/subjXX/
+    reconstructions: str = "data/reconstructions"  # sampled test images per subject and model
+    tables: str = "tables"
+    sd_folder: str = "weights/stable-diffusion-2-1"  # paper world: SD-2.1 diffusers folder
+    weights: str = "weights"  # paper world: metric networks / OpenCLIP checkpoints
     figures: str = "figures"
     metrics: str = "metrics"
     reports: str = "reports"
@@ -114,6 +121,117 @@ class Prep:
     ridge: Ridge = field(default_factory=Ridge)
 
 
+@dataclass(frozen=True)
+class VAEParams:
+    channels: tuple[int, ...] = (16, 32, 64)  # len - 1 halvings: 64 px -> 16 x 16 latents
+    latent_channels: int = 4
+    norm_groups: int = 4
+    object_weight: float = 9.0  # extra loss weight of object pixels (objects carry the content)
+    steps: int = 800
+    batch_size: int = 16
+    lr: float = 3e-3
+
+
+@dataclass(frozen=True)
+class CLIPParams:
+    width: int = 128  # text and image towers
+    layers: int = 3
+    heads: int = 4
+    embed_dim: int = 128
+    max_length: int = 32  # tokens per caption (L_T)
+    patch: int = 8  # image tower patch size
+    full_caption_share: float = 0.5  # share of steps pairing an image with its full caption
+    steps: int = 400
+    batch_size: int = 64
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class UNetParams:
+    channels: tuple[int, ...] = (32, 64, 128)
+    heads: int = 4
+    empty_caption_rate: float = 0.1  # captions dropped for classifier-free guidance
+    steps: int = 800
+    batch_size: int = 32
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class StandinParams:
+    width: int = 16  # AttributeNet (AlexNet / Inception stand-ins, attribute classifier)
+    second_width: int = 24  # a second AttributeNet, other seed (EffNet-B stand-in)
+    steps: int = 800
+    batch_size: int = 64
+    lr: float = 3e-3
+
+
+@dataclass(frozen=True)
+class Foundation:
+    """Stage 02. Synthetic world: train the VAE, CLIP pair, text-to-image UNet and the
+    metric stand-ins. Paper world: check SD-2.1 and the metric weights under paths."""
+
+    vae: VAEParams = field(default_factory=VAEParams)
+    clip: CLIPParams = field(default_factory=CLIPParams)
+    unet: UNetParams = field(default_factory=UNetParams)
+    standins: StandinParams = field(default_factory=StandinParams)
+    sample_steps: int = 25  # DDIM steps of the text-to-image check
+    guidance: float = 5.0  # classifier-free guidance scale
+    smoke_steps: int = 3  # with smoke on, every model trains only this many steps
+
+
+@dataclass(frozen=True)
+class EncoderParams:
+    """Stage 03: the guide-token MAE over flatmaps, pretrained on the resting-state corpus."""
+
+    patch: int = 8
+    width: int = 128  # d_r
+    depth: int = 4
+    heads: int = 4
+    decoder_width: int = 96
+    decoder_depth: int = 2
+    holdout_corpus_subjects: int = 10  # unseen subjects for the reconstruction check
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class Loop:
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-4
+
+
+@dataclass(frozen=True)
+class NeuroPictorParams:
+    """Stage 04/05 (Sec. 3.2-3.4). Every Table 2 switch is a key here."""
+
+    encoder_init: str = "pretrained"  # pretrained (Sec. 3.1) | random (Xavier): Table 2 "random init"
+    encoder_output: str = "full"  # full (all tokens) | cls (guide token only): Table 2 "[CLS]"
+    encoder_trainable: bool = True  # false: Table 2 "frozen"
+    use_llmn: bool = True  # false: "w/o LLMN"
+    use_aux: bool = True  # false: "w/o Au. Enc." (always off in multi-subject pretraining)
+    lambda_sem: float = 0.1  # Eq. 9; 0: "w/o L_sem"
+    empty_rate: float = 0.05  # share of F^sem replaced by the empty caption (CFG)
+    multi_subject_pretraining: bool = True  # false: refine from scratch on one subject
+    refining: bool = True  # false: evaluate the pretrained model ("w/o ft")
+    pretrain: Loop = field(default_factory=lambda: Loop(steps=600, batch_size=32, lr=3e-4))
+    refine: Loop = field(default_factory=lambda: Loop(steps=200, batch_size=32, lr=1e-4))
+    refine_subjects: tuple[int, ...] = (1, 2, 5, 7)
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Stage 06: sampling and evaluation."""
+
+    steps: int = 25  # DDIM steps
+    guidance: float = 5.0  # classifier-free guidance scale
+    alpha: float = 1.0  # control scale of Eq. 7
+    alpha_sweep: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    ridge_strength: float = 0.75  # Takagi & Nishimoto img2img strength
+    n_figure: int = 8  # test images in the figures
+
+
 WORLDS = ("synthetic", "nsd", "generic")
 ZSCORE_MODES = ("session", "train", "none")
 
@@ -126,6 +244,14 @@ class Settings:
     paths: Paths = field(default_factory=Paths)
     synthetic: Synthetic = field(default_factory=Synthetic)
     prep: Prep = field(default_factory=Prep)
+    foundation: Foundation = field(default_factory=Foundation)
+    encoder: EncoderParams = field(default_factory=EncoderParams)
+    neuropictor: NeuroPictorParams = field(default_factory=NeuroPictorParams)
+    reconstruction: Reconstruction = field(default_factory=Reconstruction)
+
+    def steps(self, steps: int) -> int:
+        """Training steps in force: `foundation.smoke_steps` when `smoke` is on."""
+        return min(steps, self.foundation.smoke_steps) if self.smoke else steps
 
     @property
     def sizes(self) -> WorldSizes:
@@ -260,6 +386,13 @@ def _validate(s: Settings, path: Path) -> None:
                 "raise n_sessions_complete or trials_per_session.")
         if sizes.n_sessions_partial > sizes.n_sessions_complete:
             bad(f"params.synthetic.{name}.n_sessions_partial must not exceed n_sessions_complete.")
+    if s.neuropictor.encoder_init not in ("pretrained", "random"):
+        bad(f"params.neuropictor.encoder_init is '{s.neuropictor.encoder_init}'; use pretrained or random.")
+    if s.neuropictor.encoder_output not in ("full", "cls"):
+        bad(f"params.neuropictor.encoder_output is '{s.neuropictor.encoder_output}'; use full or cls.")
+    missing = [x for x in s.neuropictor.refine_subjects if x not in s.prep.subjects]
+    if missing:
+        bad(f"params.neuropictor.refine_subjects {missing} are not in prep.subjects; prepare them first.")
     if s.world == "generic" and s.paths.generic_input is None:
         bad("world is 'generic' but paths.generic_input is not set; point it at your .npz/.h5/.mat.")
 

@@ -76,3 +76,29 @@ def flatmap_grid(flatmaps: np.ndarray, mask: np.ndarray, titles: list[str] | Non
             ax.set_title(titles[i], fontsize=8)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="z")
     return fig
+
+
+def format_metric(metric: str, value: float) -> str:
+    """Table 1 style: identification scores as percentages, the others as .3f without the 0."""
+    if value != value:  # NaN
+        return "—"
+    base = metric.rstrip("†")
+    if base in ("AlexNet(2)", "AlexNet(5)", "Inception", "CLIP") or "accuracy" in base:
+        return f"{100 * value:.1f}%"
+    return f"{value:.3f}".replace("0.", ".", 1) if abs(value) < 1 else f"{value:.3f}"
+
+
+def write_table(df, stem: str | Path, caption: str = "") -> dict[str, Path]:
+    """A results table (rows: methods, columns: metrics) as CSV (raw numbers), Markdown and
+    LaTeX (formatted as the paper's Table 1). Returns the paths written."""
+    import pandas as pd
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    shown = pd.DataFrame({c: [format_metric(c, v) for v in df[c]] for c in df.columns}, index=df.index)
+    paths = {"csv": stem.with_suffix(".csv"), "md": stem.with_suffix(".md"), "tex": stem.with_suffix(".tex")}
+    df.to_csv(paths["csv"], float_format="%.6f")
+    paths["md"].write_text((f"{caption}\n\n" if caption else "") + shown.to_markdown() + "\n")
+    paths["tex"].write_text(shown.to_latex(escape=True, caption=caption or None,
+                                           column_format="l" + "r" * len(df.columns)))
+    return paths

@@ -92,16 +92,36 @@ def _where(x: float, y: float) -> str:
     return f"on the {row or col}"
 
 
+def _name(o: dict, with_size: bool = False) -> str:
+    return f"{o['size'] + ' ' if with_size else ''}{o['colour']} {o['shape']}"
+
+
+def full_caption(scene: Scene) -> str:
+    """The one caption naming everything: every object's size, colour and shape, the primary
+    object's position and the background. It identifies a scene among others, so it is the
+    caption of the retrieval test; `scene_of_row` rebuilds it from the attribute table."""
+    p = scene.objects[0]
+    rest = "".join(f" and a {_name(o, True)}" for o in scene.objects[1:])
+    return f"a {_name(p, True)} {_where(p['x'], p['y'])}{rest} on a {scene.background} background"
+
+
+def scene_of_row(row) -> Scene:
+    """An attribute-table row (see `attribute_row`) back to its scene."""
+    objects = [{k: row[f"{k}_{i}"] for k in ("shape", "colour", "size", "x", "y")}
+               for i in range(int(row["n_objects"]))]
+    return Scene(background=row["background"], objects=objects)
+
+
 def captions(scene: Scene, rng: np.random.Generator) -> list[str]:
-    """Five captions, each naming the primary object's shape and colour."""
+    """Five captions (in random order), each naming the primary object's shape and colour;
+    one of them is `full_caption`."""
     p = scene.objects[0]
     others = scene.objects[1:]
-    def name(o, with_size=False):
-        return f"{o['size'] + ' ' if with_size else ''}{o['colour']} {o['shape']}"
+    name = _name
     rest = "".join(f" and a {name(o, True)}" for o in others)
     count = {1: "one object", 2: "two objects", 3: "three objects"}[len(scene.objects)]
     caps = [
-        f"a {name(p, True)} {_where(p['x'], p['y'])}{rest}",
+        full_caption(scene),
         f"a {name(p)} on a {scene.background} background",
         f"{count}: a {name(p)}{''.join(f', a {name(o)}' for o in others)}",
         f"a picture of a {p['shape']} that is {p['colour']}, {_where(p['x'], p['y'])}",

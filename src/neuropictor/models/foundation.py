@@ -101,9 +101,51 @@ def build_clip(spec: CLIPSpec, vocab_size: int, image_size: int = 64):
     return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=spec.embed_dim))
 
 
-def clip_loss(clip, batch):
-    pixels, ids = batch
-    return clip(input_ids=ids, pixel_values=pixels, return_loss=True).loss
+def clip_pixels(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> the image tower's input (centred, unit-ish scale)."""
+    return (images - 0.5) / 0.25
+
+
+def pick_caption(ids: torch.Tensor, first_share: float | None = None) -> torch.Tensor:
+    """(n, k, L) token ids of k captions per image -> (n, L), one caption per image at random;
+    with `first_share`, caption 0 is drawn with that probability and the others share the rest."""
+    if ids.ndim == 2:
+        return ids
+    n, k = ids.shape[:2]
+    choice = torch.randint(0, k, (n,), device=ids.device)
+    if first_share is not None:
+        first = torch.rand(n, device=ids.device) < first_share
+        choice = torch.where(first, 0, torch.randint(1, k, (n,), device=ids.device))
+    return ids[torch.arange(n, device=ids.device), choice]
+
+
+def clip_loss(first_share: float | None = None):
+    """Symmetric InfoNCE of CLIPModel over (images in [0, 1], caption ids (n, k, L))."""
+    def loss(clip, batch):
+        images, ids = batch
+        return clip(input_ids=pick_caption(ids, first_share), pixel_values=clip_pixels(images), return_loss=True).loss
+    return loss
+
+
+@torch.no_grad()
+def clip_embed_images(clip, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    clip.eval()
+    out = [clip.get_image_features(pixel_values=clip_pixels(images[s:s + batch])) for s in range(0, len(images), batch)]
+    return F.normalize(torch.cat([o if torch.is_tensor(o) else o.pooler_output for o in out]), dim=-1)
+
+
+@torch.no_grad()
+def clip_embed_text(clip, ids: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    clip.eval()
+    out = [clip.get_text_features(input_ids=ids[s:s + batch]) for s in range(0, len(ids), batch)]
+    return F.normalize(torch.cat([o if torch.is_tensor(o) else o.pooler_output for o in out]), dim=-1)
+
+
+def clip_retrieval(clip, images: torch.Tensor, ids: torch.Tensor) -> float:
+    """Image -> caption top-1 retrieval: the share of images whose own caption (row i of
+    `ids`) scores highest among all the captions given."""
+    sim = clip_embed_images(clip, images) @ clip_embed_text(clip, ids).T
+    return float((sim.argmax(1) == torch.arange(len(images))).float().mean())
 
 
 def text_encoder_of(clip):
@@ -129,10 +171,16 @@ def build_unet(spec: UNetSpec, latent_side: int, latent_channels: int, cross_dim
         attention_head_dim=spec.heads, norm_num_groups=min(32, spec.channels[0] // 2))
 
 
-def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float):
-    """Epsilon-prediction DDPM loss; a `drop_rate` share of captions become the empty caption."""
+def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float, text_encoder=None):
+    """Epsilon-prediction DDPM loss; a `drop_rate` share of captions become the empty caption.
+
+    Batches are (latents, caption states) or, with a frozen `text_encoder`, (latents, caption
+    ids (n, k, L)): one of the k captions is drawn per image and encoded on the fly."""
     def loss(unet, batch):
         z0, states = batch
+        if text_encoder is not None:
+            with torch.no_grad():
+                states = text_encoder(input_ids=pick_caption(states)).last_hidden_state
         noise = torch.randn_like(z0)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (z0.shape[0],), device=z0.device)
         drop = torch.rand(z0.shape[0], device=z0.device) < drop_rate
@@ -156,3 +204,62 @@ def save_pipeline(path: Path, vae, text_encoder, tokenizer, unet, scale: float) 
                                    requires_safety_checker=False)
     with atomic_dir(path) as tmp:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
+
+
+# --------------------------------------------------------------------------- the bundle
+STANDINS = ("attribute_net", "second_net")
+
+
+def save_standins(path: Path, nets: dict) -> None:
+    """AttributeNets as safetensors + a JSON of their widths (no pickles)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from ..io import atomic_dir
+
+    with atomic_dir(path) as tmp:
+        for name, net in nets.items():
+            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / f"{name}.safetensors"))
+        (tmp / "standins.json").write_text(json.dumps({name: {"width": net.width} for name, net in nets.items()}))
+
+
+@dataclass
+class FoundationModels:
+    """What later stages use: the SD-style pipeline, the CLIP pair and the metric stand-ins."""
+
+    pipe: object  # diffusers StableDiffusionPipeline (vae, text_encoder, tokenizer, unet, scheduler)
+    clip: object | None  # transformers CLIPModel (synthetic world)
+    standins: dict  # name -> AttributeNet (synthetic world)
+
+    def metric_networks(self):
+        from .standins import standin_networks
+
+        return standin_networks(self.standins["attribute_net"], self.standins["second_net"], self.clip, self.pipe.vae)
+
+
+def load_foundation(root: str | Path) -> FoundationModels:
+    """The foundation stage's output folder -> FoundationModels (offline; eval mode)."""
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import CLIPModel
+
+    from ..io import DataError
+    from .pretrained import load_diffusion
+    from .standins import AttributeNet
+
+    root = Path(root)
+    if not (root / "standins" / "standins.json").exists():
+        raise DataError(f"{root} holds no finished foundation models (no standins/standins.json). "
+                        "Run `dvc repro foundation` (notebook 02) first.")
+    pipe = load_diffusion(root / "pipeline")
+    clip = CLIPModel.from_pretrained(str(root / "clip"), local_files_only=True).eval()
+    nets = {}
+    for name, meta in json.loads((root / "standins" / "standins.json").read_text()).items():
+        net = AttributeNet(meta["width"])
+        net.load_state_dict(load_file(str(root / "standins" / f"{name}.safetensors")))
+        nets[name] = net.eval()
+    for module in (pipe.vae, pipe.text_encoder, pipe.unet, clip):
+        module.requires_grad_(False)
+    return FoundationModels(pipe=pipe, clip=clip, standins=nets)

@@ -34,7 +34,7 @@ class AttributeNet(nn.Module):
 
     def __init__(self, width: int = 32):
         super().__init__()
-        w = width
+        self.width = w = width
 
         def block(i, o, s):
             return nn.Sequential(nn.Conv2d(i, o, 3, stride=s, padding=1), nn.BatchNorm2d(o), nn.ReLU())
@@ -108,3 +108,31 @@ def attribute_metrics(pred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, floa
     d = np.hypot(pred["x"].to_numpy() - truth["x_0"].to_numpy(), pred["y"].to_numpy() - truth["y_0"].to_numpy())
     out["position error"] = float(d.mean())
     return out
+
+
+def train_attribute_net(images: torch.Tensor, attrs: pd.DataFrame, width: int, cfg) -> AttributeNet:
+    """Fit an AttributeNet on images (n, 3, H, W) in [0, 1] and their attribute table."""
+    from ..train import TensorBatches, fit
+
+    torch.manual_seed(cfg.seed)
+    net = AttributeNet(width)
+    fit(net, attribute_loss, TensorBatches(images, attribute_targets(attrs)), cfg, desc=f"attribute net (width {width})")
+    return net.eval()
+
+
+def standin_networks(attribute_net: AttributeNet, second_net: AttributeNet, clip=None, vae=None):
+    """The synthetic world's `MetricNetworks` (all marked with a dagger), at the stimulus size."""
+    from ..metrics import INPUT_SIZE, MetricNetworks
+
+    feats = {"AlexNet(2)": attribute_net.features("early"), "AlexNet(5)": attribute_net.features("late"),
+             "Inception": attribute_net.features("pooled"), "EffNet-B": second_net.features("pooled")}
+    if clip is not None:
+        from .foundation import clip_embed_images
+        feats["CLIP"] = lambda x: clip_embed_images(clip, x)
+    if vae is not None:
+        def swav(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return vae.encode(2 * x - 1).latent_dist.mean
+        feats["SwAV"] = swav
+    size = 64  # stimuli are 64 px; the stand-ins were trained at that size
+    return MetricNetworks(features=feats, stand_in=True, input_size={k: size for k in INPUT_SIZE})

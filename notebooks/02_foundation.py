@@ -1,0 +1,306 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Foundation models: VAE, CLIP pair, text-to-image UNet, metric stand-ins
+#
+# NeuroPictor builds on Stable Diffusion 2.1 (VAE, OpenCLIP ViT-H/14 text encoder, UNet) and is
+# scored with ImageNet/OpenAI networks. None of these weights can be had offline, so the
+# **synthetic world trains its own**, small enough for 2 CPU cores, and saves them *in the
+# formats the paper's weights use*: a diffusers Stable-Diffusion pipeline folder (VAE
+# `AutoencoderKL`, `CLIPTextModel` + tokenizer, `UNet2DConditionModel`, DDIM scheduler) and a
+# transformers `CLIPModel`. Later stages load either world's models with the same code.
+#
+# 1. **VAE** on the training stimuli: 64 px RGB -> 4 x 16 x 16 latents;
+# 2. **CLIP pair**: text tower (`CLIPTextModel`, offline tokenizer) + ViT image tower, contrastive
+#    on image-caption pairs;
+# 3. **text-to-image UNet** on the VAE latents, conditioned on the text tower's token states,
+#    with 10 % empty captions so classifier-free guidance works;
+# 4. **metric stand-ins** (dagger in every table): attribute CNNs whose layers play AlexNet(2)/(5),
+#    Inception and EffNet-B; the CLIP image tower plays CLIP; the VAE encoder plays SwAV. The
+#    first CNN's heads are the *attribute classifier* of the synthetic-world metrics.
+#
+# Quality bars, on the 100 held-out (shared test) stimuli: VAE PSNR >= 28 dB and SSIM >= 0.90;
+# image -> caption top-1 retrieval >= 80 %; images generated from held-out captions have the
+# caption's shape and colour >= 80 % of the time; metric-suite sanity.
+#
+# Reads: `data/prepared/`. Writes: `data/foundation/`, `metrics/foundation.json`, `figures/foundation/`.
+# Paper world (`world: nsd`): nothing is trained; SD-2.1 is loaded from `paths.sd_folder`.
+
+# %% tags=["parameters"]
+PARAMS_FILE = "params.yaml"
+SMOKE = None
+OVERRIDES = {}
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from neuropictor.config import notebook_setup
+from neuropictor.io import save_json
+from neuropictor.report import save_figure, stimulus_grid
+
+cfg, FIG = notebook_setup(PARAMS_FILE, SMOKE, OVERRIDES, "foundation", show=("seed", "world", "smoke", "foundation"))
+P = cfg.foundation
+torch.manual_seed(cfg.seed)
+T0 = time.time()
+results = {}
+
+# %% [markdown]
+# ## Data: training stimuli and their captions; the held-out shared images
+# The foundation models never see a test image: they are trained on the union of the
+# subjects' own (training) images and checked on the shared test images.
+
+# %%
+from neuropictor.data.prep import Prepared
+from neuropictor.data.stimuli import full_caption, scene_of_row
+
+prepared = Prepared(cfg.path("prepared"))
+index = prepared.index
+train_ids = np.sort(index[index.split == "train"].nsd_id.unique())
+test_ids = np.sort(index[index.split == "test"].nsd_id.unique())
+
+
+def as_tensor(ids):
+    return torch.from_numpy(np.asarray(prepared.images(ids))).permute(0, 3, 1, 2).float() / 255
+
+
+x_train, x_test = as_tensor(train_ids), as_tensor(test_ids)
+captions = prepared.captions()
+test_attrs = prepared.attributes(test_ids) if cfg.world == "synthetic" else None
+print(f"{len(train_ids)} training images, {len(test_ids)} held-out images, {x_train.shape[-1]} px")
+
+# %% [markdown]
+# ## 1 · VAE
+# `AutoencoderKL` trained on the posterior mean with L1 + MSE, object pixels weighted x10:
+# backgrounds are most of every image and are learnt first; the objects carry the content.
+
+# %%
+from neuropictor.models.foundation import VAESpec, latent_scale, train_vae
+from neuropictor.train import TrainConfig
+from neuropictor.metrics import ssim
+
+
+def train_cfg(p, seed_offset=0):
+    return TrainConfig(steps=cfg.steps(p.steps), batch_size=p.batch_size, lr=p.lr, seed=cfg.seed + seed_offset,
+                       warmup=min(50, cfg.steps(p.steps) // 10), log_every=50)
+
+
+t = time.time()
+vae_spec = VAESpec(channels=P.vae.channels, latent_channels=P.vae.latent_channels, norm_groups=P.vae.norm_groups,
+                   object_weight=P.vae.object_weight)
+vae, vae_history = train_vae(2 * x_train - 1, vae_spec, train_cfg(P.vae))
+with torch.no_grad():
+    rec_test = ((vae.decode(vae.encode(2 * x_test - 1).latent_dist.mean).sample + 1) / 2).clamp(0, 1)
+mse = ((rec_test - x_test) ** 2).flatten(1).mean(1)
+results["vae"] = {"psnr_db": float((10 * torch.log10(1 / mse)).mean()), "ssim": ssim(x_test, rec_test),
+                  "seconds": round(time.time() - t, 1)}
+scale = latent_scale(vae, 2 * x_train - 1)
+print(results["vae"], f"latent scale {scale:.3f}")
+
+# %%
+def pairs_figure(top, bottom, labels, n=8):
+    fig, axes = plt.subplots(2, n, figsize=(1.4 * n, 3.1))
+    for i in range(n):
+        for row, imgs in enumerate((top, bottom)):
+            axes[row, i].imshow(imgs[i].permute(1, 2, 0).numpy())
+            axes[row, i].set_axis_off()
+        axes[0, i].set_title(str(i), fontsize=7)
+    for row, label in enumerate(labels):
+        axes[row, 0].text(-8, 32, label, ha="right", va="center", fontsize=8)
+    return fig
+
+
+fig = pairs_figure(x_test, rec_test, ["stimulus", "VAE"])
+fig.suptitle(f"VAE on held-out stimuli: PSNR {results['vae']['psnr_db']:.1f} dB, SSIM {results['vae']['ssim']:.3f}")
+save_figure(fig, FIG / "vae_reconstructions.png")
+
+# %% [markdown]
+# ## 2 · CLIP pair
+# A `CLIPModel` (text tower `CLIPTextModel`, ViT image tower) with an offline tokenizer built
+# from the training captions. Each step pairs every image with one of its five captions.
+# The retrieval test pairs each held-out image with its *full* caption (every object, the
+# position and the background): the other caption styles leave many scenes equally well
+# described (e.g. "a red ring on a dark background"), so they cannot identify an image.
+# Training pairs an image with its full caption half the time (`clip.full_caption_share`).
+
+# %%
+from neuropictor.models.foundation import CLIPSpec, build_clip, clip_loss, clip_retrieval
+from neuropictor.models.tokenizer import build_tokenizer
+from neuropictor.train import TensorBatches, fit
+
+t = time.time()
+tokenizer = build_tokenizer([c for i in train_ids for c in captions[int(i)]], max_length=P.clip.max_length)
+
+
+def token_ids(texts):
+    return tokenizer(texts, padding="max_length", truncation=True, max_length=P.clip.max_length,
+                     return_tensors="pt").input_ids
+
+
+
+
+def full_first(ids, attrs):
+    """Each image's captions with its full caption moved to the front (column 0)."""
+    if attrs is None:  # paper world: COCO captions have no "full" one; keep their order
+        return [captions[int(i)] for i in ids]
+    out = []
+    for i, (_, row) in zip(ids, attrs.iterrows()):
+        full = full_caption(scene_of_row(row))
+        out.append([full] + [c for c in captions[int(i)] if c != full][:4])
+    return out
+
+
+train_attrs = prepared.attributes(train_ids) if cfg.world == "synthetic" else None
+train_caps = [c for caps in full_first(train_ids, train_attrs) for c in caps]
+ids_train = token_ids(train_caps).reshape(len(train_ids), 5, -1)
+test_full = [caps[0] for caps in full_first(test_ids, test_attrs)]
+ids_test = token_ids(test_full)
+clip_spec = CLIPSpec(width=P.clip.width, layers=P.clip.layers, heads=P.clip.heads, embed_dim=P.clip.embed_dim,
+                     max_length=P.clip.max_length, patch=P.clip.patch)
+torch.manual_seed(cfg.seed)
+clip = build_clip(clip_spec, len(tokenizer), x_train.shape[-1])
+clip_history = fit(clip, clip_loss(P.clip.full_caption_share), TensorBatches(x_train, ids_train), train_cfg(P.clip, 1), desc="clip")
+results["clip"] = {"top1_retrieval": clip_retrieval(clip, x_test, ids_test), "chance": 1 / len(test_ids),
+                   "seconds": round(time.time() - t, 1)}
+print(results["clip"])
+
+# %% [markdown]
+# ## 3 · Text-to-image UNet
+# Trained on the VAE latents (times the scale that gives them unit variance) of the training
+# images, conditioned on the frozen text tower's token states of a random one of each image's
+# captions; 10 % of captions are replaced by the empty caption.
+
+# %%
+from diffusers import DDPMScheduler
+
+from neuropictor.models.foundation import UNetSpec, build_unet, diffusion_loss, save_pipeline, text_encoder_of
+
+t = time.time()
+text_encoder = text_encoder_of(clip).requires_grad_(False)
+with torch.no_grad():
+    z_train = torch.cat([vae.encode(2 * x_train[s:s + 256] - 1).latent_dist.mean
+                         for s in range(0, len(x_train), 256)]) * scale
+    empty_states = text_encoder(input_ids=token_ids([""])).last_hidden_state
+noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                                beta_end=0.012)
+unet_spec = UNetSpec(channels=P.unet.channels, heads=P.unet.heads, empty_caption_rate=P.unet.empty_caption_rate)
+torch.manual_seed(cfg.seed)
+unet = build_unet(unet_spec, z_train.shape[-1], z_train.shape[1], P.clip.width)
+print(f"UNet: {sum(p.numel() for p in unet.parameters()) / 1e6:.1f} M parameters, latents {tuple(z_train.shape[1:])}")
+unet_history = fit(unet, diffusion_loss(noise_scheduler, empty_states, P.unet.empty_caption_rate, text_encoder),
+                   TensorBatches(z_train, ids_train), train_cfg(P.unet, 2), desc="unet")
+results["unet"] = {"final_loss": unet_history[-1]["loss"], "seconds": round(time.time() - t, 1)}
+
+# %% [markdown]
+# ## 4 · Metric stand-ins and the attribute classifier
+
+# %%
+from neuropictor.models.foundation import save_standins
+from neuropictor.models.standins import attribute_metrics, predict_attributes, train_attribute_net
+
+t = time.time()
+if cfg.world == "synthetic":
+    standins = {"attribute_net": train_attribute_net(x_train, train_attrs, P.standins.width, train_cfg(P.standins, 3)),
+                "second_net": train_attribute_net(x_train, train_attrs, P.standins.second_width, train_cfg(P.standins, 4))}
+    classifier = attribute_metrics(predict_attributes(standins["attribute_net"], x_test), test_attrs)
+    results["attribute_classifier"] = dict(classifier, seconds=round(time.time() - t, 1))
+    print("attribute classifier on held-out stimuli:", results["attribute_classifier"])
+
+# %% [markdown]
+# ## Save: a Stable-Diffusion-style pipeline folder, the CLIP pair, the stand-ins
+# Everything is written to a temporary folder and renamed when complete.
+
+# %%
+root = cfg.path("foundation")
+root.mkdir(parents=True, exist_ok=True)
+save_pipeline(root / "pipeline", vae, text_encoder, tokenizer, unet, scale)
+from neuropictor.io import atomic_dir
+
+with atomic_dir(root / "clip") as tmp:
+    clip.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+save_standins(root / "standins", standins)  # last: its presence marks the folder complete
+print(sorted(p.name for p in root.iterdir()))
+
+# %% [markdown]
+# ## Text-to-image check, through the saved pipeline
+# The pipeline is loaded back from disk (as any SD-2.1 folder would be) and draws one image
+# per held-out full caption (DDIM, classifier-free guidance). The attribute classifier then
+# reads the primary object's shape and colour from each image.
+
+# %%
+from neuropictor.models.foundation import load_foundation
+
+t = time.time()
+found = load_foundation(root)
+generator = torch.Generator().manual_seed(cfg.seed)
+generated = found.pipe(test_full, num_inference_steps=P.sample_steps, guidance_scale=P.guidance,
+                       generator=generator, output_type="pt").images.float().clamp(0, 1)
+pred = predict_attributes(found.standins["attribute_net"], generated)
+t2i = attribute_metrics(pred, test_attrs)
+both = float(((pred["shape"].to_numpy() == test_attrs["shape_0"].to_numpy())
+              & (pred["colour"].to_numpy() == test_attrs["colour_0"].to_numpy())).mean())
+results["text_to_image"] = {"shape_and_colour": both, "shape": t2i["shape accuracy"], "colour": t2i["colour accuracy"],
+                            "size": t2i["size accuracy"], "seconds": round(time.time() - t, 1)}
+print(results["text_to_image"])
+
+# %%
+n_show = 8
+fig, axes = plt.subplots(2, n_show, figsize=(1.9 * n_show, 4.4))
+for i in range(n_show):
+    axes[0, i].imshow(x_test[i].permute(1, 2, 0).numpy())
+    axes[1, i].imshow(generated[i].permute(1, 2, 0).numpy())
+    axes[0, i].set_title("\n".join(test_full[i].split(" and ")[:1] + [""])[:60], fontsize=6)
+    axes[1, i].set_title(f"read: {pred['colour'][i]} {pred['shape'][i]}", fontsize=6)
+    for a in axes[:, i]:
+        a.set_axis_off()
+fig.suptitle(f"Held-out caption -> image (top: the stimulus it describes). Shape & colour right: {both:.0%}")
+save_figure(fig, FIG / "text_to_image.png")
+
+# %% [markdown]
+# ## Metric-suite sanity
+# Identical images must give PixCorr 1, SSIM 1 and 100 % identification; a random pairing
+# about 50 % identification.
+
+# %%
+from neuropictor.metrics import evaluate
+
+networks = found.metric_networks()
+same = evaluate(x_test, x_test, networks)
+perm = torch.from_numpy(np.random.default_rng(cfg.seed).permutation(len(x_test)))
+shuffled = evaluate(x_test, x_test[perm], networks)
+results["metric_sanity"] = {"identical": same, "random_pairing": shuffled}
+print("identical:", {k: round(v, 3) for k, v in same.items()})
+print("random pairing:", {k: round(v, 3) for k, v in shuffled.items()})
+
+# %% [markdown]
+# ## Quality bars
+
+# %%
+bars = {
+    "VAE PSNR >= 28 dB": results["vae"]["psnr_db"] >= 28,
+    "VAE SSIM >= 0.90": results["vae"]["ssim"] >= 0.90,
+    "CLIP top-1 retrieval >= 80 %": results["clip"]["top1_retrieval"] >= 0.80,
+    "text-to-image shape & colour >= 80 %": results["text_to_image"]["shape_and_colour"] >= 0.80,
+    "identical images: PixCorr 1, SSIM 1, identification 100 %": all(
+        abs(v - 1) < 1e-6 for k, v in same.items() if not k.startswith(("EffNet", "SwAV"))),
+    "random pairing: identification 35-65 %": all(
+        0.35 <= v <= 0.65 for k, v in shuffled.items() if k.startswith(("AlexNet", "Inception", "CLIP"))),
+}
+results["minutes"] = round((time.time() - T0) / 60, 2)
+bars["stage <= 12 min"] = results["minutes"] <= 12
+results["bars"] = bars
+for k, ok in bars.items():
+    print(f"{'PASS' if ok else 'FAIL'}  {k}")
+save_json(cfg.path("metrics") / "foundation.json", results)

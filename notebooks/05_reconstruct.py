@@ -1,0 +1,249 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Reconstruction and evaluation: Table 1, Figures 1/6, 2 and 5
+#
+# For each refined subject (1, 2, 5, 7) the shared test images are reconstructed from the
+# subject's test flatmaps (DDIM, classifier-free guidance 5, control scale alpha) by
+# - **NeuroPictor** (pretrained on 8 subjects, refined on this one),
+# - **NeuroPictor (w/o ft)** (the multi-subject model, no refining),
+# - **Takagi & Nishimoto** ridge: voxels -> VAE latent and -> text condition, then img2img
+#   through the same foundation pipeline,
+#
+# and scored with the MindEye metric suite (stand-in networks carry a dagger) plus the
+# synthetic world's attribute metrics. Then: the alpha sweep (Fig. 1/6) and the semantic
+# swap (Fig. 2) on the first subject.
+#
+# Writes: `tables/table1.{csv,md,tex}`, `metrics/reconstruction.json`,
+# `figures/reconstruction/`, `data/reconstructions/`.
+
+# %% tags=["parameters"]
+PARAMS_FILE = "params.yaml"
+SMOKE = None
+OVERRIDES = {}
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from neuropictor.config import notebook_setup
+from neuropictor.io import atomic_path, save_json
+from neuropictor.report import save_figure, write_table
+
+cfg, FIG = notebook_setup(PARAMS_FILE, SMOKE, OVERRIDES, "reconstruction", show=("seed", "smoke", "reconstruction"))
+R = cfg.reconstruction
+T0 = time.time()
+steps = max(2, min(R.steps, cfg.foundation.smoke_steps)) if cfg.smoke else R.steps
+
+# %%
+from neuropictor.data.prep import Prepared
+from neuropictor.decoding import (build_neuropictor, caption_states, decoding_data, images_of, load_model,
+                                  ridge_baseline)
+from neuropictor.metrics import evaluate
+from neuropictor.models.foundation import load_foundation
+from neuropictor.models.standins import attribute_metrics, predict_attributes
+from neuropictor.sample import decode, reconstruct
+
+prepared = Prepared(cfg.path("prepared"))
+found = load_foundation(cfg.path("foundation"))
+networks = found.metric_networks()
+mask = np.load(cfg.path("prepared") / "flatmap_mask.npy")
+subjects = list(cfg.neuropictor.refine_subjects)
+synthetic = cfg.world == "synthetic"
+
+
+def sample(model, maps, alpha=R.alpha, semantic_maps=None):
+    z = reconstruct(model, model.noise_scheduler, torch.as_tensor(maps), steps=steps, guidance=R.guidance,
+                    alpha=alpha, seed=cfg.seed, semantic_maps=semantic_maps, batch_size=50, progress=False)
+    return decode(found.pipe.vae, z)
+
+
+def score(gt, rec, ids):
+    out = evaluate(gt, rec, networks)
+    if synthetic:
+        out.update(attribute_metrics(predict_attributes(found.standins["attribute_net"], rec),
+                                     prepared.attributes(ids)))
+    return out
+
+# %% [markdown]
+# ## The ridge baseline's img2img
+# Takagi & Nishimoto decode the image latent z and the text condition c linearly from voxels,
+# then run img2img from the decoded z (strength `ridge_strength`) conditioned on the decoded c.
+
+# %%
+from diffusers import StableDiffusionImg2ImgPipeline
+
+img2img = StableDiffusionImg2ImgPipeline(**found.pipe.components)
+empty = caption_states(found.pipe, [""])
+
+
+def ridge_reconstruct(subject):
+    train = decoding_data(cfg, prepared, found, [subject], "train")
+    z_hat, c_hat = ridge_baseline(np.asarray(prepared.voxels(subject, "train")), train.z0, train.states,
+                                  np.asarray(prepared.voxels(subject, "test")), cfg.prep.ridge.alphas,
+                                  cfg.prep.ridge.folds, cfg.seed)
+    out = img2img(image=z_hat, prompt_embeds=c_hat, negative_prompt_embeds=empty.expand(len(c_hat), -1, -1),
+                  strength=R.ridge_strength, num_inference_steps=steps, guidance_scale=R.guidance,
+                  generator=torch.Generator().manual_seed(cfg.seed), output_type="pt")
+    return out.images.float().clamp(0, 1)
+
+# %% [markdown]
+# ## Reconstruct and score every subject
+
+# %%
+rows, recs = [], {}
+for s in subjects:
+    t = time.time()
+    test = prepared.rows(s, "test")
+    ids = test.nsd_id.to_numpy()
+    maps = np.asarray(prepared.flatmaps(s, "test"), dtype=np.float32)
+    gt = images_of(prepared, ids)
+    refined = load_model(cfg.path("models") / f"refine_subj{s}", build_neuropictor(cfg, found, mask, "refine"))
+    pretrained = load_model(cfg.path("models") / "pretrain", build_neuropictor(cfg, found, mask, "pretrain"))
+    recs[s] = {"NeuroPictor": sample(refined, maps), "NeuroPictor (w/o ft)": sample(pretrained, maps),
+               "Takagi & Nishimoto (ridge)": ridge_reconstruct(s)}
+    for method, rec in recs[s].items():
+        rows.append({"subject": s, "method": method, **score(gt, rec, ids)})
+    recs[s]["_ids"], recs[s]["_gt"] = ids, gt
+    print(f"subject {s}: {time.time() - t:.0f} s")
+results = pd.DataFrame(rows)
+
+# %% [markdown]
+# ## Table 1 (synthetic world)
+
+# %%
+metric_cols = [c for c in results.columns if c not in ("subject", "method")]
+suite = [c for c in metric_cols if "accuracy" not in c and "error" not in c]
+attr_cols = [c for c in metric_cols if c not in suite]
+average = results.groupby("method", sort=False)[metric_cols].mean()
+per_subject = results.set_index(["method", "subject"])[metric_cols]
+table_dir = cfg.path("tables")
+caption = (f"Table 1 (synthetic world): shared test images, average of subjects {subjects}. "
+           "† = in-world stand-in network.")
+write_table(average[suite], table_dir / "table1", caption)
+write_table(per_subject[suite].rename(index=str), table_dir / "table1_per_subject",
+            "Table 1 per subject (synthetic world).")
+if attr_cols:
+    write_table(average[attr_cols], table_dir / "table1_attributes",
+                "Synthetic-world attribute metrics of the reconstructions (primary object).")
+print((table_dir / "table1.md").read_text())
+if attr_cols:
+    print((table_dir / "table1_attributes.md").read_text())
+
+# %% [markdown]
+# ## Figure 5: stimuli and reconstructions
+
+# %%
+s0, n = subjects[0], min(R.n_figure, len(recs[subjects[0]]["_ids"]))
+methods = ["NeuroPictor", "NeuroPictor (w/o ft)", "Takagi & Nishimoto (ridge)"]
+fig, axes = plt.subplots(1 + len(methods), n, figsize=(1.3 * n, 1.4 * (1 + len(methods))), squeeze=False)
+for i in range(n):
+    for r, imgs in enumerate([recs[s0]["_gt"]] + [recs[s0][m] for m in methods]):
+        axes[r, i].imshow(imgs[i].permute(1, 2, 0).numpy())
+        axes[r, i].set_xticks([]), axes[r, i].set_yticks([])
+for r, label in enumerate(["stimulus"] + methods):
+    axes[r, 0].set_ylabel(label.replace(" (", "\n("), fontsize=7)
+fig.suptitle(f"Subject {s0}: shared test images and reconstructions")
+save_figure(fig, FIG / "fig5_reconstructions.png")
+
+# %% [markdown]
+# ## Figure 1/6: control scale alpha
+# alpha = 0 is semantics only (HLGN); raising alpha adds the LLMN's low-level control.
+
+# %%
+ids0, gt0 = recs[s0]["_ids"], recs[s0]["_gt"]
+maps0 = np.asarray(prepared.flatmaps(s0, "test"), dtype=np.float32)
+refined0 = load_model(cfg.path("models") / f"refine_subj{s0}", build_neuropictor(cfg, found, mask, "refine"))
+sweep, sweep_imgs = [], {}
+for a in R.alpha_sweep:
+    sweep_imgs[a] = recs[s0]["NeuroPictor"] if a == R.alpha else sample(refined0, maps0, alpha=a)
+    sweep.append({"alpha": a, **score(gt0, sweep_imgs[a], ids0)})
+sweep = pd.DataFrame(sweep).set_index("alpha")
+print(sweep.round(3))
+
+fig, axes = plt.subplots(1 + len(R.alpha_sweep), n, figsize=(1.3 * n, 1.35 * (1 + len(R.alpha_sweep))), squeeze=False)
+for i in range(n):
+    for r, imgs in enumerate([gt0] + [sweep_imgs[a] for a in R.alpha_sweep]):
+        axes[r, i].imshow(imgs[i].permute(1, 2, 0).numpy())
+        axes[r, i].set_xticks([]), axes[r, i].set_yticks([])
+for r, label in enumerate(["stimulus"] + [f"alpha {a:g}" for a in R.alpha_sweep]):
+    axes[r, 0].set_ylabel(label, fontsize=7)
+fig.suptitle(f"Subject {s0}: control scale alpha, semantics only (0) to full low-level control (1)")
+save_figure(fig, FIG / "fig1_alpha_sweep.png")
+
+# %% [markdown]
+# ## Figure 2: semantic swap
+# High-level features (HLGN) from a donor scan, low-level control (LLMN) from the recipient's
+# scan. Does the reconstruction take the donor's shape and colour while staying where the
+# recipient's object was?
+
+# %%
+perm = np.random.default_rng(cfg.seed).permutation(len(ids0))
+swapped = sample(refined0, maps0, semantic_maps=torch.as_tensor(maps0[perm]))
+swap = {}
+if synthetic:
+    recipient, donor = prepared.attributes(ids0), prepared.attributes(ids0[perm])
+    pred = predict_attributes(found.standins["attribute_net"], swapped)
+    base = predict_attributes(found.standins["attribute_net"], recs[s0]["NeuroPictor"])
+    both = (pred["shape"].to_numpy() == donor["shape_0"].to_numpy()) & \
+        (pred["colour"].to_numpy() == donor["colour_0"].to_numpy())
+    swap = {"donor shape and colour": float(both.mean()),
+            "position error vs recipient (swapped)": attribute_metrics(pred, recipient)["position error"],
+            "position error vs recipient (unswapped)": attribute_metrics(base, recipient)["position error"]}
+    print(swap)
+fig, axes = plt.subplots(4, n, figsize=(1.3 * n, 5.6), squeeze=False)
+for i in range(n):
+    for r, imgs in enumerate([gt0, recs[s0]["NeuroPictor"], gt0[perm], swapped]):
+        axes[r, i].imshow(imgs[i].permute(1, 2, 0).numpy())
+        axes[r, i].set_xticks([]), axes[r, i].set_yticks([])
+for r, label in enumerate(["recipient\nstimulus", "recipient\nrecon", "donor\nstimulus", "swap: donor\nsemantics"]):
+    axes[r, 0].set_ylabel(label, fontsize=7)
+fig.suptitle("Semantic swap: high-level from the donor scan, low-level from the recipient scan")
+save_figure(fig, FIG / "fig2_swap.png")
+
+# %% [markdown]
+# ## Quality bars and saved outputs
+
+# %%
+avg = average.to_dict(orient="index")
+npx, wo, ridge = avg["NeuroPictor"], avg["NeuroPictor (w/o ft)"], avg["Takagi & Nishimoto (ridge)"]
+higher = [c for c in suite if not c.startswith(("EffNet", "SwAV"))]
+wins = sum((npx[c] > wo[c]) if c in higher else (npx[c] < wo[c]) for c in suite)
+bars = {
+    "CLIP† two-way identification >= 90 %": npx.get("CLIP†", 0) >= 0.90,
+    "SSIM above the ridge baseline": npx["SSIM"] > ridge["SSIM"],
+    "AlexNet(2)† above the ridge baseline": npx.get("AlexNet(2)†", 0) > ridge.get("AlexNet(2)†", 1),
+    f"refined beats w/o ft on >= 6 of {len(suite)} metrics ({wins})": wins >= 6,
+    "low-level metrics rise from alpha 0 to 1": bool(
+        all(sweep.loc[max(R.alpha_sweep), c] > sweep.loc[min(R.alpha_sweep), c] for c in ("PixCorr", "SSIM"))),
+}
+if synthetic:
+    bars["shape accuracy >= 80 %"] = npx["shape accuracy"] >= 0.8
+    bars["colour accuracy >= 80 %"] = npx["colour accuracy"] >= 0.8
+    bars["swap: donor shape & colour >= 70 %"] = swap["donor shape and colour"] >= 0.7
+    bars["swap: position error within the unswapped model's"] = (
+        swap["position error vs recipient (swapped)"] <= swap["position error vs recipient (unswapped)"])
+for k, ok in bars.items():
+    print(f"{'PASS' if ok else 'FAIL'}  {k}")
+metrics = {"average": avg, "alpha_sweep": sweep.reset_index().to_dict(orient="records"), "swap": swap,
+           "bars": bars, "minutes": round((time.time() - T0) / 60, 2)}
+save_json(cfg.path("metrics") / "reconstruction.json", metrics)
+out = cfg.path("reconstructions")
+out.mkdir(parents=True, exist_ok=True)
+for s in subjects:
+    with atomic_path(out / f"subj{s:02d}.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, nsd_id=recs[s]["_ids"], **{
+            m.split(" (")[0].replace(" & ", "_").replace(" ", "_") + ("_wo_ft" if "w/o ft" in m else ""):
+            (recs[s][m].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for m in methods})

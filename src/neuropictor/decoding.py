@@ -1,0 +1,155 @@
+"""NeuroPictor's stages 03-06 as library calls: data assembly, model building, training,
+checkpoints and the ridge baseline. Notebooks 03-05 narrate these.
+
+    found = load_foundation(cfg.path("foundation"))
+    data = decoding_data(cfg, prepared, found, subjects=[1, 2], split="train")
+    model = build_neuropictor(cfg, found, prepared, stage="pretrain")
+    train_neuropictor(cfg, model, data, cfg.neuropictor.pretrain, out_dir)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import Loop, Settings
+from .io import DataError, atomic_dir
+from .models.fmri_encoder import EncoderSpec, FlatmapMAE, load_encoder
+from .models.neuropictor import ModelSwitches, NeuroPictor, neuropictor_loss
+from .train import TensorBatches, TrainConfig, fit
+
+
+def encoder_spec(cfg: Settings) -> EncoderSpec:
+    e = cfg.encoder
+    return EncoderSpec(image_size=cfg.prep.flatmap_size, patch=e.patch, width=e.width, depth=e.depth, heads=e.heads,
+                       decoder_width=e.decoder_width, decoder_depth=e.decoder_depth)
+
+
+# --------------------------------------------------------------------------- data
+def reference_captions(cfg: Settings, prepared, nsd_ids: np.ndarray) -> list[str]:
+    """The caption each image's semantic target is computed from: in the synthetic world the
+    full caption (every object, position, background), in the paper world the first COCO one."""
+    if cfg.world == "synthetic":
+        from .data.stimuli import full_caption, scene_of_row
+
+        return [full_caption(scene_of_row(r)) for _, r in prepared.attributes(nsd_ids).iterrows()]
+    caps = prepared.captions()
+    return [caps[int(i)][0] for i in nsd_ids]
+
+
+@torch.no_grad()
+def caption_states(pipe, texts: list[str], batch: int = 256) -> torch.Tensor:
+    """The frozen text encoder's token states (n, L_T, d_T): the UNet's condition F^txt."""
+    tok = pipe.tokenizer
+    out = []
+    for s in range(0, len(texts), batch):
+        ids = tok(texts[s:s + batch], padding="max_length", truncation=True, max_length=tok.model_max_length,
+                  return_tensors="pt").input_ids
+        out.append(pipe.text_encoder(input_ids=ids).last_hidden_state)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def image_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Images (n, 3, H, W) in [0, 1] -> scaled VAE latent means z0 (what the UNet denoises)."""
+    return torch.cat([vae.encode(2 * images[s:s + batch] - 1).latent_dist.mean
+                      for s in range(0, len(images), batch)]) * vae.config.scaling_factor
+
+
+def images_of(prepared, nsd_ids: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(prepared.images(nsd_ids))).permute(0, 3, 1, 2).float() / 255
+
+
+@dataclass
+class DecodingData:
+    """Flatmaps with their stimuli's latents and caption states (rows aligned)."""
+
+    maps: torch.Tensor  # (n, H, W)
+    z0: torch.Tensor  # (n, c, h, w)
+    states: torch.Tensor  # (n, L_T, d_T)
+    nsd_ids: np.ndarray
+    subjects: np.ndarray
+
+    def batches(self) -> TensorBatches:
+        return TensorBatches(self.maps, self.z0, self.states)
+
+
+def decoding_data(cfg: Settings, prepared, found, subjects, split: str) -> DecodingData:
+    maps, ids, subj = [], [], []
+    for s in subjects:
+        rows = prepared.rows(s, split)
+        maps.append(torch.from_numpy(np.asarray(prepared.flatmaps(s, split), dtype=np.float32)))
+        ids.append(rows.nsd_id.to_numpy())
+        subj.append(np.full(len(rows), int(s)))
+    ids_all = np.concatenate(ids)
+    uniq, inverse = np.unique(ids_all, return_inverse=True)  # each image encoded once
+    z = image_latents(found.pipe.vae, images_of(prepared, uniq))
+    states = caption_states(found.pipe, reference_captions(cfg, prepared, uniq))
+    return DecodingData(torch.cat(maps), z[inverse], states[inverse], ids_all, np.concatenate(subj))
+
+
+# --------------------------------------------------------------------------- model
+def switches(cfg: Settings, stage: str) -> ModelSwitches:
+    """The model switches of a stage: multi-subject pretraining runs without the auxiliary
+    encoder (Sec. 3.4); refining uses `neuropictor.use_aux`."""
+    n = cfg.neuropictor
+    return ModelSwitches(encoder_output=n.encoder_output, encoder_trainable=n.encoder_trainable, use_llmn=n.use_llmn,
+                         use_aux=n.use_aux and stage != "pretrain", lambda_sem=n.lambda_sem, empty_rate=n.empty_rate)
+
+
+def build_neuropictor(cfg: Settings, found, mask: np.ndarray, stage: str) -> NeuroPictor:
+    """A fresh NeuroPictor on the frozen foundation UNet; the encoder is the pretrained one
+    (stage 03) unless `neuropictor.encoder_init` is `random` (Xavier uniform)."""
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(cfg.seed)
+    if cfg.neuropictor.encoder_init == "pretrained":
+        encoder = load_encoder(cfg.path("encoder"))
+    else:
+        encoder = FlatmapMAE(encoder_spec(cfg), torch.from_numpy(np.asarray(mask, dtype=bool)))
+    pipe = found.pipe
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    empty = caption_states(pipe, [""])
+    return NeuroPictor(encoder, pipe.unet, empty, scheduler, switches(cfg, stage))
+
+
+def train_neuropictor(model: NeuroPictor, data: DecodingData, loop: Loop, seed: int, out_dir: Path | None,
+                      desc: str, smoke_steps: int | None = None) -> list[dict]:
+    steps = min(loop.steps, smoke_steps) if smoke_steps else loop.steps
+    tc = TrainConfig(steps=steps, batch_size=loop.batch_size, lr=loop.lr, seed=seed, warmup=min(50, steps // 10),
+                     ckpt_every=100, log_every=25)
+    return fit(model, neuropictor_loss, data.batches(), tc, out_dir, desc=desc)
+
+
+def save_model(path: Path, model: NeuroPictor, meta: dict) -> None:
+    """The trainable parts (encoder, HLGN, LLMN) as safetensors + a JSON of the switches."""
+    with atomic_dir(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.trainable_state_dict().items()}, str(tmp / "model.safetensors"))
+        (tmp / "model.json").write_text(json.dumps(dict(meta, switches=asdict(model.switches)), indent=1))
+
+
+def load_model(path: Path, model: NeuroPictor, strict: bool = True) -> NeuroPictor:
+    path = Path(path)
+    if not (path / "model.safetensors").exists():
+        raise DataError(f"No trained NeuroPictor at {path} (model.safetensors missing). Run the training "
+                        "stage that writes it first (`dvc repro`).")
+    model.load_trainable(load_file(str(path / "model.safetensors")), strict=strict)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- ridge baseline
+def ridge_baseline(x_train: np.ndarray, z_train: torch.Tensor, c_train: torch.Tensor, x_test: np.ndarray,
+                   alphas, folds: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Takagi & Nishimoto: voxels -> VAE latent z and voxels -> text condition c by ridge
+    (alpha chosen by cross-validation per target block), predicted for the test voxels."""
+    from sklearn.linear_model import RidgeCV
+
+    def fit_predict(y: torch.Tensor) -> torch.Tensor:
+        model = RidgeCV(alphas=alphas, cv=folds).fit(x_train, y.flatten(1).numpy())
+        return torch.from_numpy(model.predict(x_test)).float().reshape(len(x_test), *y.shape[1:])
+
+    return fit_predict(z_train), fit_predict(c_train)
