@@ -37,6 +37,7 @@ notebooks: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_prep.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_metrics.py
+	OMP_NUM_THREADS=2 $(PY) benchmarks/bench_neuropictor.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -198,7 +198,8 @@ unet_spec = UNetSpec(channels=P.unet.channels, heads=P.unet.heads, empty_caption
 torch.manual_seed(cfg.seed)
 unet = build_unet(unet_spec, z_train.shape[-1], z_train.shape[1], P.clip.width)
 print(f"UNet: {sum(p.numel() for p in unet.parameters()) / 1e6:.1f} M parameters, latents {tuple(z_train.shape[1:])}")
-unet_history = fit(unet, diffusion_loss(noise_scheduler, empty_states, P.unet.empty_caption_rate, text_encoder),
+unet_history = fit(unet, diffusion_loss(noise_scheduler, empty_states, P.unet.empty_caption_rate, text_encoder,
+                                        P.unet.snr_gamma),
                    TensorBatches(z_train, ids_train), train_cfg(P.unet, 2), desc="unet")
 results["unet"] = {"final_loss": unet_history[-1]["loss"], "seconds": round(time.time() - t, 1)}
 

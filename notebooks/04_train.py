@@ -55,10 +55,10 @@ T0 = time.time()
 # %%
 from neuropictor.data.prep import Prepared
 from neuropictor.decoding import build_neuropictor, decoding_data, load_model, save_model, train_neuropictor
-from neuropictor.models.foundation import load_foundation
+from neuropictor.models.foundation import load_world_foundation
 
 prepared = Prepared(cfg.path("prepared"))
-found = load_foundation(cfg.path("foundation"))
+found = load_world_foundation(cfg)
 mask = np.load(cfg.path("prepared") / "flatmap_mask.npy")
 model = build_neuropictor(cfg, found, mask, STAGE)
 out = cfg.path("models") / name

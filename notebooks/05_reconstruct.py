@@ -49,15 +49,15 @@ steps = max(2, min(R.steps, cfg.foundation.smoke_steps)) if cfg.smoke else R.ste
 
 # %%
 from neuropictor.data.prep import Prepared
-from neuropictor.decoding import (build_neuropictor, caption_states, decoding_data, images_of, load_model,
-                                  ridge_baseline)
+from neuropictor.decoding import build_neuropictor, caption_states, decoding_data, images_of, load_model
+from neuropictor.models.ridge import ridge_baseline
 from neuropictor.metrics import evaluate
-from neuropictor.models.foundation import load_foundation
+from neuropictor.models.foundation import load_world_foundation
 from neuropictor.models.standins import attribute_metrics, predict_attributes
 from neuropictor.sample import decode, reconstruct
 
 prepared = Prepared(cfg.path("prepared"))
-found = load_foundation(cfg.path("foundation"))
+found = load_world_foundation(cfg)
 networks = found.metric_networks()
 mask = np.load(cfg.path("prepared") / "flatmap_mask.npy")
 subjects = list(cfg.neuropictor.refine_subjects)
@@ -66,7 +66,7 @@ synthetic = cfg.world == "synthetic"
 
 def sample(model, maps, alpha=R.alpha, semantic_maps=None):
     z = reconstruct(model, model.noise_scheduler, torch.as_tensor(maps), steps=steps, guidance=R.guidance,
-                    alpha=alpha, seed=cfg.seed, semantic_maps=semantic_maps, batch_size=50, progress=False)
+                    alpha=alpha, seed=cfg.seed, semantic_maps=semantic_maps, batch_size=100, progress=False)
     return decode(found.pipe.vae, z)
 
 
@@ -93,7 +93,7 @@ def ridge_reconstruct(subject):
     train = decoding_data(cfg, prepared, found, [subject], "train")
     z_hat, c_hat = ridge_baseline(np.asarray(prepared.voxels(subject, "train")), train.z0, train.states,
                                   np.asarray(prepared.voxels(subject, "test")), cfg.prep.ridge.alphas,
-                                  cfg.prep.ridge.folds, cfg.seed)
+                                  0, cfg.seed)  # 0: efficient leave-one-out over the alphas
     out = img2img(image=z_hat, prompt_embeds=c_hat, negative_prompt_embeds=empty.expand(len(c_hat), -1, -1),
                   strength=R.ridge_strength, num_inference_steps=steps, guidance_scale=R.guidance,
                   generator=torch.Generator().manual_seed(cfg.seed), output_type="pt")

@@ -359,3 +359,28 @@ def test_load_diffusion_errors(tmp_path):
     with pytest.raises(DataError, match="no model_index.json") as err:
         load_diffusion(empty)
     assert str(empty) in str(err.value)
+
+
+def test_paper_metric_networks_read_the_named_layers(torchvision_files):
+    """AlexNet(2)/(5) are features.4 / features.11 of the loaded AlexNet, on ImageNet-normalised
+    input, and plug into the metric suite (no dagger: these are the real networks' formats)."""
+    from neuropictor.metrics import evaluate
+    from neuropictor.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, paper_metric_networks
+
+    weights = torchvision_files["alexnet"][0].parent
+    nets = paper_metric_networks(weights, only=("AlexNet(2)", "AlexNet(5)", "Inception", "EffNet-B"))
+    alex = load_torchvision("alexnet", weights / "alexnet-owt-7be5be79.pth")
+    x = torch.rand(3, 3, 64, 64)
+    xn = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(nets.features["AlexNet(2)"](x), alex.features[:5](xn))
+        torch.testing.assert_close(nets.features["AlexNet(5)"](x), alex.features[:12](xn))
+    scores = evaluate(x, x, nets)
+    assert scores["AlexNet(2)"] == 1.0 and scores["Inception"] == 1.0 and "AlexNet(2)†" not in scores
+
+
+def test_paper_metric_networks_missing_file_names_it(tmp_path):
+    from neuropictor.models.pretrained import paper_metric_networks
+
+    with pytest.raises(DataError, match="swav_800ep_pretrain.pth.tar"):
+        paper_metric_networks(tmp_path, only=("SwAV",))

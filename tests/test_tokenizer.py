@@ -24,3 +24,13 @@ def test_unknown_words_fall_back_to_characters():
     pieces = tok.convert_ids_to_tokens(tok("zebra").input_ids)[1:-1]
     assert "".join(pieces).replace("</w>", "") == "zebra" and len(pieces) == 5
     assert tok.unk_token_id not in tok("zebra").input_ids[1:-1]
+
+
+def test_every_caption_word_is_one_token_whatever_the_merge_order():
+    """'and' creates the merge a+n, which used to split 'orange' into or|an|g|e."""
+    from neuropictor.data.stimuli import BACKGROUNDS, COLOURS, SHAPES, SIZES
+
+    words = ["and", "background", "bottom", "objects", "picture", *SHAPES, *COLOURS, *SIZES, *BACKGROUNDS]
+    tok = build_tokenizer([" ".join(words), "a medium orange circle and a small green ring"], max_length=64)
+    for w in words:
+        assert tok.tokenize(w) == [w + "</w>"], w

@@ -151,6 +151,7 @@ class UNetParams:
     channels: tuple[int, ...] = (32, 64, 128)
     heads: int = 4
     empty_caption_rate: float = 0.1  # captions dropped for classifier-free guidance
+    snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (e.g. 5.0); null = plain MSE
     steps: int = 800
     batch_size: int = 32
     lr: float = 1e-3
@@ -190,7 +191,7 @@ class EncoderParams:
     decoder_width: int = 96
     decoder_depth: int = 2
     holdout_corpus_subjects: int = 10  # unseen subjects for the reconstruction check
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 1e-3
 
@@ -215,8 +216,8 @@ class NeuroPictorParams:
     empty_rate: float = 0.05  # share of F^sem replaced by the empty caption (CFG)
     multi_subject_pretraining: bool = True  # false: refine from scratch on one subject
     refining: bool = True  # false: evaluate the pretrained model ("w/o ft")
-    pretrain: Loop = field(default_factory=lambda: Loop(steps=600, batch_size=32, lr=3e-4))
-    refine: Loop = field(default_factory=lambda: Loop(steps=200, batch_size=32, lr=1e-4))
+    pretrain: Loop = field(default_factory=lambda: Loop(steps=400, batch_size=32, lr=1e-3))
+    refine: Loop = field(default_factory=lambda: Loop(steps=120, batch_size=32, lr=3e-4))
     refine_subjects: tuple[int, ...] = (1, 2, 5, 7)
 
 

@@ -1,5 +1,5 @@
-"""NeuroPictor's stages 03-06 as library calls: data assembly, model building, training,
-checkpoints and the ridge baseline. Notebooks 03-05 narrate these.
+"""NeuroPictor's stages 04-05 as library calls: data assembly, model building, training
+and checkpoints (the ridge baseline is models/ridge.py). Notebooks 04-05 narrate these.
 
     found = load_foundation(cfg.path("foundation"))
     data = decoding_data(cfg, prepared, found, subjects=[1, 2], split="train")
@@ -139,17 +139,3 @@ def load_model(path: Path, model: NeuroPictor, strict: bool = True) -> NeuroPict
                         "stage that writes it first (`dvc repro`).")
     model.load_trainable(load_file(str(path / "model.safetensors")), strict=strict)
     return model.eval()
-
-
-# --------------------------------------------------------------------------- ridge baseline
-def ridge_baseline(x_train: np.ndarray, z_train: torch.Tensor, c_train: torch.Tensor, x_test: np.ndarray,
-                   alphas, folds: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Takagi & Nishimoto: voxels -> VAE latent z and voxels -> text condition c by ridge
-    (alpha chosen by cross-validation per target block), predicted for the test voxels."""
-    from sklearn.linear_model import RidgeCV
-
-    def fit_predict(y: torch.Tensor) -> torch.Tensor:
-        model = RidgeCV(alphas=alphas, cv=folds).fit(x_train, y.flatten(1).numpy())
-        return torch.from_numpy(model.predict(x_test)).float().reshape(len(x_test), *y.shape[1:])
-
-    return fit_predict(z_train), fit_predict(c_train)

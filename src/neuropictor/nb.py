@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="do not echo cell output")
     args = parser.parse_args(argv)
     params = {name: _value(value) for name, value in args.parameter}
+    if not args.quiet:  # papermill echoes cell output through the "papermill" logger
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         out = run_notebook(args.source, args.output, params, log_output=not args.quiet)
     except Exception as err:  # papermill's error already shows the failing cell

@@ -98,7 +98,7 @@ def write_table(df, stem: str | Path, caption: str = "") -> dict[str, Path]:
     shown = pd.DataFrame({c: [format_metric(c, v) for v in df[c]] for c in df.columns}, index=df.index)
     paths = {"csv": stem.with_suffix(".csv"), "md": stem.with_suffix(".md"), "tex": stem.with_suffix(".tex")}
     df.to_csv(paths["csv"], float_format="%.6f")
-    paths["md"].write_text((f"{caption}\n\n" if caption else "") + shown.to_markdown() + "\n")
+    paths["md"].write_text((f"{caption}\n\n" if caption else "") + shown.to_markdown(disable_numparse=True) + "\n")
     paths["tex"].write_text(shown.to_latex(escape=True, caption=caption or None,
                                            column_format="l" + "r" * len(df.columns)))
     return paths

@@ -171,7 +171,18 @@ def build_unet(spec: UNetSpec, latent_side: int, latent_channels: int, cross_dim
         attention_head_dim=spec.heads, norm_num_groups=min(32, spec.channels[0] // 2))
 
 
-def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float, text_encoder=None):
+def snr_weights(scheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """Min-SNR-gamma loss weights for epsilon prediction (Hang et al. 2023): min(SNR, gamma) / SNR,
+    so the many nearly clean timesteps stop dominating the gradient; all ones without gamma."""
+    if gamma is None:
+        return torch.ones(t.shape, device=t.device)
+    ac = scheduler.alphas_cumprod.to(t.device)[t]
+    snr = ac / (1 - ac)
+    return snr.clamp(max=gamma) / snr
+
+
+def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float, text_encoder=None,
+                   snr_gamma: float | None = None):
     """Epsilon-prediction DDPM loss; a `drop_rate` share of captions become the empty caption.
 
     Batches are (latents, caption states) or, with a frozen `text_encoder`, (latents, caption
@@ -186,7 +197,8 @@ def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float, text
         drop = torch.rand(z0.shape[0], device=z0.device) < drop_rate
         states = torch.where(drop[:, None, None], empty_states.to(states), states)
         noisy = scheduler.add_noise(z0, noise, t)
-        return F.mse_loss(unet(noisy, t, encoder_hidden_states=states).sample, noise)
+        err = (unet(noisy, t, encoder_hidden_states=states).sample - noise) ** 2
+        return (snr_weights(scheduler, t, snr_gamma) * err.flatten(1).mean(1)).mean()
     return loss
 
 
@@ -231,8 +243,13 @@ class FoundationModels:
     pipe: object  # diffusers StableDiffusionPipeline (vae, text_encoder, tokenizer, unet, scheduler)
     clip: object | None  # transformers CLIPModel (synthetic world)
     standins: dict  # name -> AttributeNet (synthetic world)
+    weights: Path | None = None  # paper world: folder of the metric networks' files
 
     def metric_networks(self):
+        if self.weights is not None:
+            from .pretrained import paper_metric_networks
+
+            return paper_metric_networks(self.weights)
         from .standins import standin_networks
 
         return standin_networks(self.standins["attribute_net"], self.standins["second_net"], self.clip, self.pipe.vae)
@@ -263,3 +280,17 @@ def load_foundation(root: str | Path) -> FoundationModels:
     for module in (pipe.vae, pipe.text_encoder, pipe.unet, clip):
         module.requires_grad_(False)
     return FoundationModels(pipe=pipe, clip=clip, standins=nets)
+
+
+def load_world_foundation(cfg) -> FoundationModels:
+    """The foundation models of the world in force: the synthetic world's trained ones
+    (`paths.foundation`), or in the paper world SD-2.1 from `paths.sd_folder` with the
+    ImageNet/OpenAI metric networks from `paths.weights` (loaded when first used)."""
+    if cfg.world == "synthetic":
+        return load_foundation(cfg.path("foundation"))
+    from .pretrained import load_diffusion
+
+    pipe = load_diffusion(cfg.path("sd_folder"))
+    for module in (pipe.vae, pipe.text_encoder, pipe.unet):
+        module.requires_grad_(False)
+    return FoundationModels(pipe=pipe, clip=None, standins={}, weights=cfg.path("weights"))

@@ -127,3 +127,58 @@ def load_swav(path: str | Path) -> torch.nn.Module:
         raise DataError(f"{path} does not match a ResNet-50 trunk: missing {missing[:5]}, unexpected {unexpected[:5]}.")
     model.fc = torch.nn.Identity()
     return model.eval()
+
+
+# ------------------------------------------------------------------ the paper's metric networks
+WEIGHT_FILES = {  # file names under paths.weights (as their releases name them)
+    "alexnet": "alexnet-owt-7be5be79.pth",
+    "inception_v3": "inception_v3_google-0cc3c7bd.pth",
+    "efficientnet_b1": "efficientnet_b1-c27df63c.pth",
+    "swav": "swav_800ep_pretrain.pth.tar",
+    "ViT-L-14": "ViT-L-14.pt",
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def _normalised(fn, mean, std):
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return fn((x - m.to(x)) / s.to(x))
+    return features
+
+
+def _layer(model: torch.nn.Module, node: str):
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    extractor = create_feature_extractor(model, return_nodes={node: "out"}).eval()
+    return lambda x: extractor(x)["out"]
+
+
+def paper_metric_networks(weights: str | Path, only: tuple[str, ...] | None = None):
+    """MindEye's metric networks (REFERENCE.md) from local files in `weights` (see WEIGHT_FILES):
+    AlexNet features.4 / features.11, Inception v3 avgpool, OpenAI CLIP ViT-L/14 image
+    embedding, EfficientNet-B1 avgpool, SwAV ResNet-50 avgpool. `only` limits the metrics."""
+    from ..metrics import MetricNetworks
+
+    weights = Path(weights)
+    wanted = set(only or ("AlexNet(2)", "AlexNet(5)", "Inception", "CLIP", "EffNet-B", "SwAV"))
+    feats = {}
+    if wanted & {"AlexNet(2)", "AlexNet(5)"}:
+        alex = load_torchvision("alexnet", weights / WEIGHT_FILES["alexnet"])
+        feats["AlexNet(2)"] = _normalised(_layer(alex, "features.4"), IMAGENET_MEAN, IMAGENET_STD)
+        feats["AlexNet(5)"] = _normalised(_layer(alex, "features.11"), IMAGENET_MEAN, IMAGENET_STD)
+    if "Inception" in wanted:
+        inc = load_torchvision("inception_v3", weights / WEIGHT_FILES["inception_v3"])
+        feats["Inception"] = _normalised(_layer(inc, "avgpool"), IMAGENET_MEAN, IMAGENET_STD)
+    if "EffNet-B" in wanted:
+        eff = load_torchvision("efficientnet_b1", weights / WEIGHT_FILES["efficientnet_b1"])
+        feats["EffNet-B"] = _normalised(_layer(eff, "avgpool"), IMAGENET_MEAN, IMAGENET_STD)
+    if "SwAV" in wanted:
+        feats["SwAV"] = _normalised(load_swav(weights / WEIGHT_FILES["swav"]), IMAGENET_MEAN, IMAGENET_STD)
+    if "CLIP" in wanted:
+        clip, _, _ = load_openclip("ViT-L-14", weights / WEIGHT_FILES["ViT-L-14"])
+        feats["CLIP"] = _normalised(clip.encode_image, OPENAI_MEAN, OPENAI_STD)
+    return MetricNetworks(features={k: v for k, v in feats.items() if k in wanted}, stand_in=False)

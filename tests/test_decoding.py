@@ -1,0 +1,67 @@
+"""Stage 04-05 helpers: the ridge baseline, stage switches, table formatting, params checks."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from neuropictor.config import ParamsError, load_params
+from neuropictor.decoding import reference_captions, switches
+from neuropictor.models.ridge import ridge_baseline
+from neuropictor.report import format_metric, write_table
+
+
+def test_ridge_baseline_recovers_a_linear_map():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 30))
+    w_z, w_c = rng.standard_normal((30, 2 * 3 * 3)), rng.standard_normal((30, 4 * 5))
+    z = torch.from_numpy(x @ w_z).float().reshape(200, 2, 3, 3)
+    c = torch.from_numpy(x @ w_c).float().reshape(200, 4, 5)
+    x_test = rng.standard_normal((10, 30))
+    z_hat, c_hat = ridge_baseline(x, z, c, x_test, alphas=(1e-3, 1.0, 100.0), folds=3, seed=0)
+    z_loo, _ = ridge_baseline(x, z, c, x_test, alphas=(1e-3, 1.0, 100.0), folds=0, seed=0)
+    np.testing.assert_allclose(z_loo.numpy(), z_hat.numpy(), atol=0.05)
+    assert z_hat.shape == (10, 2, 3, 3) and c_hat.shape == (10, 4, 5)
+    np.testing.assert_allclose(z_hat.flatten(1).numpy(), x_test @ w_z, atol=0.05)
+    np.testing.assert_allclose(c_hat.flatten(1).numpy(), x_test @ w_c, atol=0.05)
+
+
+def test_pretraining_runs_without_the_auxiliary_encoder():
+    cfg = load_params()
+    assert not switches(cfg, "pretrain").use_aux and switches(cfg, "refine").use_aux
+    off = load_params(overrides={"neuropictor.use_aux": False, "neuropictor.lambda_sem": 0.0})
+    assert not switches(off, "refine").use_aux and switches(off, "refine").lambda_sem == 0.0
+
+
+@pytest.mark.parametrize("key, value, hint", [
+    ("neuropictor.encoder_init", "xavier", "pretrained or random"),
+    ("neuropictor.encoder_output", "guide", "full or cls"),
+    ("neuropictor.refine_subjects", [1, 9], "not in prep.subjects"),
+    ("neuropictor.use_llnm", False, "use_llmn"),
+])
+def test_bad_neuropictor_params_are_named(key, value, hint):
+    with pytest.raises(ParamsError, match=hint):
+        load_params(overrides={key: value})
+
+
+def test_table_formats_like_the_paper(tmp_path):
+    assert format_metric("AlexNet(2)†", 0.9654) == "96.5%"
+    assert format_metric("SSIM", 0.375) == ".375"
+    assert format_metric("EffNet-B†", 0.639) == ".639"
+    assert format_metric("PixCorr", -0.02) == "-.020"
+    df = pd.DataFrame({"PixCorr": [0.229, 0.141], "CLIP†": [0.933, 0.889]}, index=["NeuroPictor", "w/o ft"])
+    paths = write_table(df, tmp_path / "t1", "Table 1")
+    assert pd.read_csv(paths["csv"], index_col=0).loc["w/o ft", "CLIP†"] == pytest.approx(0.889)
+    md = paths["md"].read_text()
+    assert "93.3%" in md and ".229" in md and md.startswith("Table 1")
+    assert r"93.3\%" in paths["tex"].read_text()
+
+
+def test_reference_captions_are_the_full_captions(prepared):
+    cfg, prep = prepared
+    ids = prep.rows(1, "test").nsd_id.to_numpy()[:5]
+    caps = reference_captions(cfg, prep, ids)
+    all_caps = prep.captions()
+    for i, c in zip(ids, caps):
+        assert c in all_caps[int(i)] and c.endswith("background")
