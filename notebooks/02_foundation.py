@@ -56,12 +56,35 @@ torch.manual_seed(cfg.seed)
 T0 = time.time()
 results = {}
 
-# %% [markdown]
+# %% [markdown] tags=["paper-world-only"]
+# ## Paper world: nothing to train
+# SD-2.1 (VAE, OpenCLIP ViT-H/14 text encoder, UNet) is read from `paths.sd_folder` and the
+# metric networks from `paths.weights` (file names in `models/pretrained.WEIGHT_FILES`); a
+# missing file stops here with the path and where to get it. The stage records what it found.
+# (`neuropictor.nb` keeps only the cells of the world in force: cells tagged `synthetic-only`
+# run in the synthetic world, `paper-world-only` ones otherwise.)
+
+# %% tags=["paper-world-only"]
+from neuropictor.models.foundation import load_world_foundation
+
+found = load_world_foundation(cfg)
+networks = found.metric_networks()
+pipe = found.pipe
+record = {"world": cfg.world, "sd_folder": str(cfg.path("sd_folder")), "weights": str(cfg.path("weights")),
+          "unet_parameters": sum(p.numel() for p in pipe.unet.parameters()),
+          "latent_channels": pipe.vae.config.latent_channels, "text_width": pipe.text_encoder.config.hidden_size,
+          "metric_networks": sorted(networks.features)}
+cfg.path("foundation").mkdir(parents=True, exist_ok=True)
+save_json(cfg.path("foundation") / "paper_world.json", record)
+save_json(cfg.path("metrics") / "foundation.json", record)
+print(record)
+
+# %% [markdown] tags=["synthetic-only"]
 # ## Data: training stimuli and their captions; the held-out shared images
 # The foundation models never see a test image: they are trained on the union of the
 # subjects' own (training) images and checked on the shared test images.
 
-# %%
+# %% tags=["synthetic-only"]
 from neuropictor.data.prep import Prepared
 from neuropictor.data.stimuli import full_caption, scene_of_row
 
@@ -80,12 +103,12 @@ captions = prepared.captions()
 test_attrs = prepared.attributes(test_ids) if cfg.world == "synthetic" else None
 print(f"{len(train_ids)} training images, {len(test_ids)} held-out images, {x_train.shape[-1]} px")
 
-# %% [markdown]
+# %% [markdown] tags=["synthetic-only"]
 # ## 1 · VAE
 # `AutoencoderKL` trained on the posterior mean with L1 + MSE, object pixels weighted x10:
 # backgrounds are most of every image and are learnt first; the objects carry the content.
 
-# %%
+# %% tags=["synthetic-only"]
 from neuropictor.models.foundation import VAESpec, latent_scale, train_vae
 from neuropictor.train import TrainConfig
 from neuropictor.metrics import ssim
@@ -108,7 +131,7 @@ results["vae"] = {"psnr_db": float((10 * torch.log10(1 / mse)).mean()), "ssim": 
 scale = latent_scale(vae, 2 * x_train - 1)
 print(results["vae"], f"latent scale {scale:.3f}")
 
-# %%
+# %% tags=["synthetic-only"]
 def pairs_figure(top, bottom, labels, n=8):
     fig, axes = plt.subplots(2, n, figsize=(1.4 * n, 3.1))
     for i in range(n):
@@ -125,7 +148,7 @@ fig = pairs_figure(x_test, rec_test, ["stimulus", "VAE"])
 fig.suptitle(f"VAE on held-out stimuli: PSNR {results['vae']['psnr_db']:.1f} dB, SSIM {results['vae']['ssim']:.3f}")
 save_figure(fig, FIG / "vae_reconstructions.png")
 
-# %% [markdown]
+# %% [markdown] tags=["synthetic-only"]
 # ## 2 · CLIP pair
 # A `CLIPModel` (text tower `CLIPTextModel`, ViT image tower) with an offline tokenizer built
 # from the training captions. Each step pairs every image with one of its five captions.
@@ -134,7 +157,7 @@ save_figure(fig, FIG / "vae_reconstructions.png")
 # described (e.g. "a red ring on a dark background"), so they cannot identify an image.
 # Training pairs an image with its full caption half the time (`clip.full_caption_share`).
 
-# %%
+# %% tags=["synthetic-only"]
 from neuropictor.models.foundation import CLIPSpec, build_clip, clip_loss, clip_retrieval
 from neuropictor.models.tokenizer import build_tokenizer
 from neuropictor.train import TensorBatches, fit
@@ -175,13 +198,13 @@ results["clip"] = {"top1_retrieval": clip_retrieval(clip, x_test, ids_test), "ch
                    "seconds": round(time.time() - t, 1)}
 print(results["clip"])
 
-# %% [markdown]
+# %% [markdown] tags=["synthetic-only"]
 # ## 3 · Text-to-image UNet
 # Trained on the VAE latents (times the scale that gives them unit variance) of the training
 # images, conditioned on the frozen text tower's token states of a random one of each image's
 # captions; 10 % of captions are replaced by the empty caption.
 
-# %%
+# %% tags=["synthetic-only"]
 from diffusers import DDPMScheduler
 
 from neuropictor.models.foundation import UNetSpec, build_unet, diffusion_loss, save_pipeline, text_encoder_of
@@ -203,10 +226,10 @@ unet_history = fit(unet, diffusion_loss(noise_scheduler, empty_states, P.unet.em
                    TensorBatches(z_train, ids_train), train_cfg(P.unet, 2), desc="unet")
 results["unet"] = {"final_loss": unet_history[-1]["loss"], "seconds": round(time.time() - t, 1)}
 
-# %% [markdown]
+# %% [markdown] tags=["synthetic-only"]
 # ## 4 · Metric stand-ins and the attribute classifier
 
-# %%
+# %% tags=["synthetic-only"]
 from neuropictor.models.foundation import save_standins
 from neuropictor.models.standins import attribute_metrics, predict_attributes, train_attribute_net
 
@@ -218,11 +241,11 @@ if cfg.world == "synthetic":
     results["attribute_classifier"] = dict(classifier, seconds=round(time.time() - t, 1))
     print("attribute classifier on held-out stimuli:", results["attribute_classifier"])
 
-# %% [markdown]
+# %% [markdown] tags=["synthetic-only"]
 # ## Save: a Stable-Diffusion-style pipeline folder, the CLIP pair, the stand-ins
 # Everything is written to a temporary folder and renamed when complete.
 
-# %%
+# %% tags=["synthetic-only"]
 root = cfg.path("foundation")
 root.mkdir(parents=True, exist_ok=True)
 save_pipeline(root / "pipeline", vae, text_encoder, tokenizer, unet, scale)
@@ -234,13 +257,13 @@ with atomic_dir(root / "clip") as tmp:
 save_standins(root / "standins", standins)  # last: its presence marks the folder complete
 print(sorted(p.name for p in root.iterdir()))
 
-# %% [markdown]
+# %% [markdown] tags=["synthetic-only"]
 # ## Text-to-image check, through the saved pipeline
 # The pipeline is loaded back from disk (as any SD-2.1 folder would be) and draws one image
 # per held-out full caption (DDIM, classifier-free guidance). The attribute classifier then
 # reads the primary object's shape and colour from each image.
 
-# %%
+# %% tags=["synthetic-only"]
 from neuropictor.models.foundation import load_foundation
 
 t = time.time()
@@ -256,7 +279,7 @@ results["text_to_image"] = {"shape_and_colour": both, "shape": t2i["shape accura
                             "size": t2i["size accuracy"], "seconds": round(time.time() - t, 1)}
 print(results["text_to_image"])
 
-# %%
+# %% tags=["synthetic-only"]
 n_show = 8
 fig, axes = plt.subplots(2, n_show, figsize=(1.9 * n_show, 4.4))
 for i in range(n_show):
@@ -269,12 +292,12 @@ for i in range(n_show):
 fig.suptitle(f"Held-out caption -> image (top: the stimulus it describes). Shape & colour right: {both:.0%}")
 save_figure(fig, FIG / "text_to_image.png")
 
-# %% [markdown]
+# %% [markdown] tags=["synthetic-only"]
 # ## Metric-suite sanity
 # Identical images must give PixCorr 1, SSIM 1 and 100 % identification; a random pairing
 # about 50 % identification.
 
-# %%
+# %% tags=["synthetic-only"]
 from neuropictor.metrics import evaluate
 
 networks = found.metric_networks()
@@ -285,10 +308,10 @@ results["metric_sanity"] = {"identical": same, "random_pairing": shuffled}
 print("identical:", {k: round(v, 3) for k, v in same.items()})
 print("random pairing:", {k: round(v, 3) for k, v in shuffled.items()})
 
-# %% [markdown]
+# %% [markdown] tags=["synthetic-only"]
 # ## Quality bars
 
-# %%
+# %% tags=["synthetic-only"]
 bars = {
     "VAE PSNR >= 28 dB": results["vae"]["psnr_db"] >= 28,
     "VAE SSIM >= 0.90": results["vae"]["ssim"] >= 0.90,

@@ -72,3 +72,18 @@ def test_failed_notebook_is_kept_aside(tmp_path):
     with pytest.raises(Exception, match="nsd_expdesign"):
         run_notebook("notebooks/01_data_prep.py", out, {"PARAMS_FILE": str(params)}, log_output=False)
     assert not out.exists() and out.with_suffix(".failed.ipynb").exists()
+
+
+def test_world_tagged_cells_run_only_in_their_world(tmp_path):
+    """Stage 02 trains in the synthetic world and only checks SD-2.1 in the paper world."""
+    import jupytext
+
+    from neuropictor.nb import _cells_for_world
+
+    nb = jupytext.read("notebooks/02_foundation.py", fmt="py:percent")
+    synthetic = _cells_for_world(nb.cells, {"PARAMS_FILE": str(write_params(tmp_path))})
+    paper = _cells_for_world(nb.cells, {"PARAMS_FILE": str(write_params(tmp_path)), "OVERRIDES": {"world": "nsd"}})
+    src = lambda cells: "\n".join(c.source for c in cells)  # noqa: E731
+    assert "train_vae(" in src(synthetic) and "load_world_foundation(cfg)" not in src(synthetic)
+    assert "train_vae(" not in src(paper) and "load_world_foundation(cfg)" in src(paper)
+    assert "notebook_setup(" in src(paper) and "notebook_setup(" in src(synthetic)  # untagged cells stay

@@ -37,6 +37,7 @@ def run_notebook(source: str | Path, output: str | Path | None = None,
     failed = output.with_suffix(".failed.ipynb")
     failed.unlink(missing_ok=True)
     notebook = jupytext.read(source, fmt="py:percent")
+    notebook.cells = _cells_for_world(notebook.cells, parameters or {})
     with tempfile.TemporaryDirectory() as tmp:
         converted = Path(tmp) / f"{source.stem}.ipynb"
         jupytext.write(notebook, converted, fmt="ipynb")
@@ -52,6 +53,23 @@ def run_notebook(source: str | Path, output: str | Path | None = None,
             raise
     os.replace(partial, output)
     return output
+
+
+WORLD_TAGS = {"synthetic-only": lambda world: world == "synthetic",
+              "paper-world-only": lambda world: world != "synthetic"}
+
+
+def _cells_for_world(cells: list, parameters: dict) -> list:
+    """Keep the cells of the world in force (params `world`, with the notebook's PARAMS_FILE
+    and OVERRIDES): a stage whose work differs between worlds tags its cells."""
+    tagged = [c for c in cells if set(c.get("metadata", {}).get("tags", [])) & set(WORLD_TAGS)]
+    if not tagged:
+        return cells
+    from .config import load_params
+
+    world = load_params(parameters.get("PARAMS_FILE"), parameters.get("OVERRIDES") or {}).world
+    return [c for c in cells if all(WORLD_TAGS[t](world) for t in c.get("metadata", {}).get("tags", [])
+                                    if t in WORLD_TAGS)]
 
 
 def _value(text: str):
