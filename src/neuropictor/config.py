@@ -191,7 +191,7 @@ class EncoderParams:
     decoder_width: int = 96
     decoder_depth: int = 2
     holdout_corpus_subjects: int = 10  # unseen subjects for the reconstruction check
-    steps: int = 1000
+    steps: int = 600
     batch_size: int = 64
     lr: float = 1e-3
 
