@@ -43,6 +43,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from neuropictor.models.fmri_encoder import EncoderSpec, FlatmapMAE  # noqa: E402
 from neuropictor.models.foundation import (CLIPSpec, UNetSpec, VAESpec, build_clip, build_unet,  # noqa: E402
-                                           build_vae, text_encoder_of)
+                                           build_vae, noise_schedule, text_encoder_of)
+from neuropictor.decoding import caption_states  # noqa: E402
 from neuropictor.models.neuropictor import ModelSwitches, NeuroPictor, neuropictor_loss  # noqa: E402
 from neuropictor.models.tokenizer import build_tokenizer  # noqa: E402
 from neuropictor.sample import decode, reconstruct  # noqa: E402
@@ -63,28 +65,22 @@ CAPTIONS = ["a red circle", "a blue square", "a green triangle on the left", "a 
 
 def build(seed: int = 0):
     """NeuroPictor on a random frozen foundation; its ControlNet's zero convs perturbed."""
-    from diffusers import DDIMScheduler, DDPMScheduler
-
     torch.manual_seed(seed)
     tok = build_tokenizer(CAPTIONS, max_length=32)
     te = text_encoder_of(build_clip(CLIPSpec(), vocab_size=len(tok))).requires_grad_(False)
     vae = build_vae(VAESpec()).eval().requires_grad_(False)
     unet = build_unet(UNetSpec(channels=(32, 64, 128), heads=4), latent_side=16, latent_channels=4, cross_dim=128)
-    # as foundation.save_pipeline writes it; training uses DDPM from the same config (decoding.py)
-    ddim = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                         beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    states = lambda texts: te(input_ids=tok(texts, padding="max_length", truncation=True, max_length=32,  # noqa: E731
-                                            return_tensors="pt").input_ids).last_hidden_state
-    with torch.no_grad():
-        empty, caption_states = states([""]), states(CAPTIONS)
-    model = NeuroPictor(FlatmapMAE(EncoderSpec()), unet, empty, DDPMScheduler.from_config(ddim.config), ModelSwitches())
+    ddim = noise_schedule("ddim")  # as foundation.save_pipeline writes it; training uses its DDPM twin
+    text = SimpleNamespace(tokenizer=tok, text_encoder=te)
+    empty, states = caption_states(text, [""]), caption_states(text, CAPTIONS)
+    model = NeuroPictor(FlatmapMAE(EncoderSpec()), unet, empty, noise_schedule("ddpm"), ModelSwitches())
     cn = model.llmn.manipulator
     with torch.no_grad():  # the zero convs: nonzero, so the control changes the UNet's output
         for conv in [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out,
                      model.hlgn.aux[-1]]:
             conv.weight.normal_(0, 0.05)
             conv.bias.normal_(0, 0.01)
-    return model, ddim, vae, te, tok, caption_states
+    return model, ddim, vae, te, tok, states
 
 
 def plain_loss(controlnet, unet, sched, z0, states, cond, empty, rate):
@@ -101,11 +97,11 @@ def plain_loss(controlnet, unet, sched, z0, states, cond, empty, rate):
     return F.mse_loss(eps, noise)
 
 
-def bench_train(model, caption_states, args):
+def bench_train(model, states, args):
     n = args.batch
     g = torch.Generator().manual_seed(1)
     maps, z0 = torch.randn(n, 64, 64, generator=g), torch.randn(n, 4, 16, 16, generator=g)
-    text = caption_states[torch.arange(n) % len(caption_states)]
+    text = states[torch.arange(n) % len(states)]
     cond = torch.randn(n, 4, 16, 16, generator=g)  # the plain side's fixed control "image"
     plain_cn = copy.deepcopy(model.llmn.manipulator).train()
     unet, sched, sw = model.unet, model.noise_scheduler, model.switches
@@ -234,11 +230,11 @@ def main() -> None:
         args.batch, args.steps, args.warmup, args.sample_steps, args.n, args.sample_batch = 4, 2, 1, 3, 4, 2
     torch.set_num_threads(args.threads)
 
-    model, ddim, vae, te, tok, caption_states = build()
+    model, ddim, vae, te, tok, states = build()
     print(f"batch {args.batch}; {args.steps} timed train steps (+{args.warmup} warm-up); {args.n} images, "
           f"{args.sample_steps} DDIM steps, CFG 5, chunks of {args.sample_batch}; "
           f"torch threads {torch.get_num_threads()}")
-    train_ours, train_plain = bench_train(model, caption_states, args)
+    train_ours, train_plain = bench_train(model, states, args)
     model, ddim, vae, te, tok, _ = build()  # fresh weights: sampling with the untrained (perturbed) model
     sample_ours, sample_theirs = bench_sample(model, ddim, vae, te, tok, args)
 

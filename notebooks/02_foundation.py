@@ -87,18 +87,13 @@ print(record)
 # %% tags=["synthetic-only"]
 from neuropictor.data.prep import Prepared
 from neuropictor.data.stimuli import full_caption, scene_of_row
+from neuropictor.decoding import images_of
 
 prepared = Prepared(cfg.path("prepared"))
 index = prepared.index
 train_ids = np.sort(index[index.split == "train"].nsd_id.unique())
 test_ids = np.sort(index[index.split == "test"].nsd_id.unique())
-
-
-def as_tensor(ids):
-    return torch.from_numpy(np.asarray(prepared.images(ids))).permute(0, 3, 1, 2).float() / 255
-
-
-x_train, x_test = as_tensor(train_ids), as_tensor(test_ids)
+x_train, x_test = images_of(prepared, train_ids), images_of(prepared, test_ids)
 captions = prepared.captions()
 test_attrs = prepared.attributes(test_ids) if cfg.world == "synthetic" else None
 print(f"{len(train_ids)} training images, {len(test_ids)} held-out images, {x_train.shape[-1]} px")
@@ -109,7 +104,7 @@ print(f"{len(train_ids)} training images, {len(test_ids)} held-out images, {x_tr
 # backgrounds are most of every image and are learnt first; the objects carry the content.
 
 # %% tags=["synthetic-only"]
-from neuropictor.models.foundation import VAESpec, latent_scale, train_vae
+from neuropictor.models.foundation import VAESpec, train_vae, unit_latents
 from neuropictor.train import TrainConfig
 from neuropictor.metrics import ssim
 
@@ -128,7 +123,7 @@ with torch.no_grad():
 mse = ((rec_test - x_test) ** 2).flatten(1).mean(1)
 results["vae"] = {"psnr_db": float((10 * torch.log10(1 / mse)).mean()), "ssim": ssim(x_test, rec_test),
                   "seconds": round(time.time() - t, 1)}
-scale = latent_scale(vae, 2 * x_train - 1)
+z_train, scale = unit_latents(vae, x_train)  # the UNet's training latents, unit variance
 print(results["vae"], f"latent scale {scale:.3f}")
 
 # %% tags=["synthetic-only"]
@@ -205,18 +200,14 @@ print(results["clip"])
 # captions; 10 % of captions are replaced by the empty caption.
 
 # %% tags=["synthetic-only"]
-from diffusers import DDPMScheduler
-
-from neuropictor.models.foundation import UNetSpec, build_unet, diffusion_loss, save_pipeline, text_encoder_of
+from neuropictor.models.foundation import (UNetSpec, build_unet, diffusion_loss, noise_schedule, save_pipeline,
+                                           text_encoder_of)
 
 t = time.time()
 text_encoder = text_encoder_of(clip).requires_grad_(False)
 with torch.no_grad():
-    z_train = torch.cat([vae.encode(2 * x_train[s:s + 256] - 1).latent_dist.mean
-                         for s in range(0, len(x_train), 256)]) * scale
     empty_states = text_encoder(input_ids=token_ids([""])).last_hidden_state
-noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                                beta_end=0.012)
+noise_scheduler = noise_schedule("ddpm")
 unet_spec = UNetSpec(channels=P.unet.channels, heads=P.unet.heads, empty_caption_rate=P.unet.empty_caption_rate)
 torch.manual_seed(cfg.seed)
 unet = build_unet(unet_spec, z_train.shape[-1], z_train.shape[1], P.clip.width)

@@ -77,7 +77,7 @@ print(f"trainable parameters {n_train / 1e6:.2f} M (UNet frozen: "
 
 # %%
 if STAGE == "refine":
-    missing = load_model(cfg.path("models") / "pretrain", model, strict=False).train()
+    model = load_model(cfg.path("models") / "pretrain", model, strict=False).train()
     print("loaded the pretrained model")
 
 # %%

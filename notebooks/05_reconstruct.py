@@ -112,6 +112,8 @@ for s in subjects:
     gt = images_of(prepared, ids)
     refined = load_model(cfg.path("models") / f"refine_subj{s}", build_neuropictor(cfg, found, mask, "refine"))
     pretrained = load_model(cfg.path("models") / "pretrain", build_neuropictor(cfg, found, mask, "pretrain"))
+    if s == subjects[0]:
+        refined0 = refined  # kept for the alpha sweep and the swap below
     recs[s] = {"NeuroPictor": sample(refined, maps), "NeuroPictor (w/o ft)": sample(pretrained, maps),
                "Takagi & Nishimoto (ridge)": ridge_reconstruct(s)}
     for method, rec in recs[s].items():
@@ -165,7 +167,6 @@ save_figure(fig, FIG / "fig5_reconstructions.png")
 # %%
 ids0, gt0 = recs[s0]["_ids"], recs[s0]["_gt"]
 maps0 = np.asarray(prepared.flatmaps(s0, "test"), dtype=np.float32)
-refined0 = load_model(cfg.path("models") / f"refine_subj{s0}", build_neuropictor(cfg, found, mask, "refine"))
 sweep, sweep_imgs = [], {}
 for a in R.alpha_sweep:
     sweep_imgs[a] = recs[s0]["NeuroPictor"] if a == R.alpha else sample(refined0, maps0, alpha=a)

@@ -39,9 +39,8 @@ def test_tiny_foundation_end_to_end(tmp_path):
     from diffusers import DDPMScheduler
 
     unet = fd.build_unet(fd.UNetSpec(channels=(16, 32), heads=2), 16, 4, 32)
-    scale = fd.latent_scale(vae, x)
-    with torch.no_grad():
-        z0 = vae.encode(x).latent_dist.mean * scale
+    z0, scale = fd.unit_latents(vae, (x + 1) / 2)
+    assert abs(float(z0.std()) - 1) < 1e-4
     loss = fd.diffusion_loss(DDPMScheduler(num_train_timesteps=1000), empty[0], 0.1)
     hist = fit(unet, loss, TensorBatches(z0, states), TrainConfig(steps=20, batch_size=8, lr=1e-3, warmup=2,
                                                                    log_every=10), desc="unet")

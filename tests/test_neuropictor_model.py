@@ -35,10 +35,9 @@ class StandInEncoder(nn.Module):
 
 
 def noise_scheduler():
-    from diffusers import DDPMScheduler
+    from neuropictor.models.foundation import noise_schedule
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                         beta_end=0.012, clip_sample=False)
+    return noise_schedule("ddpm")
 
 
 def make_model(**switches) -> NeuroPictor:

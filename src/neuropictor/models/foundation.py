@@ -83,10 +83,12 @@ def train_vae(images: torch.Tensor, spec: VAESpec, cfg: TrainConfig, out_dir: Pa
 
 
 @torch.no_grad()
-def latent_scale(vae, images: torch.Tensor, batch: int = 128) -> float:
-    """1 / std of the latents (diffusers' `scaling_factor`), so the UNet sees unit variance."""
-    z = torch.cat([vae.encode(images[s:s + batch]).latent_dist.mean for s in range(0, len(images), batch)])
-    return float(1.0 / z.std())
+def unit_latents(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, float]:
+    """Posterior means of images in [0, 1], scaled to unit variance, and that scale (what
+    diffusers stores as the VAE's `scaling_factor`): `(z * scale, scale)`."""
+    z = torch.cat([vae.encode(2 * images[s:s + batch] - 1).latent_dist.mean for s in range(0, len(images), batch)])
+    scale = float(1.0 / z.std())
+    return z * scale, scale
 
 
 # --------------------------------------------------------------------------- CLIP pair
@@ -202,15 +204,28 @@ def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float, text
     return loss
 
 
+def noise_schedule(kind: str = "ddpm", train_timesteps: int = 1000):
+    """Stable Diffusion's noise schedule (scaled-linear betas 0.00085-0.012): "ddpm" for
+    training, "ddim" (SD's sampler settings) for sampling and the saved pipeline."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    betas = dict(num_train_timesteps=train_timesteps, beta_schedule="scaled_linear", beta_start=0.00085,
+                 beta_end=0.012, clip_sample=False)
+    if kind == "ddpm":
+        return DDPMScheduler(**betas)
+    if kind == "ddim":
+        return DDIMScheduler(**betas, set_alpha_to_one=False, steps_offset=1)
+    raise ValueError(f"noise_schedule: kind must be 'ddpm' or 'ddim', not {kind!r}")
+
+
 def save_pipeline(path: Path, vae, text_encoder, tokenizer, unet, scale: float) -> None:
     """Write a Stable-Diffusion-style diffusers folder (loadable by models.pretrained.load_diffusion)."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
 
     from ..io import atomic_dir
 
     vae.register_to_config(scaling_factor=scale)
-    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
-                              beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    scheduler = noise_schedule("ddim")
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
