@@ -1,7 +1,7 @@
 """NeuroPictor's training step and sampler against plain diffusers ControlNet equivalents.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_neuropictor.py [--batch 32] [--steps 10]
-        [--sample-steps 25] [--n 100] [--sample-batch 16] [--threads 2] [--quick]
+        [--sample-steps 25] [--n 100] [--sample-batch 16] [--threads 2] [--unet-channels 32,64,128] [--quick]
 
 Both sides run side by side in one process on the same randomly initialised models, built as
 the project builds them (foundation.build_unet / build_vae / build_clip + text_encoder_of,
@@ -63,13 +63,13 @@ CAPTIONS = ["a red circle", "a blue square", "a green triangle on the left", "a 
             "two purple circles", "a large orange square at the top"]
 
 
-def build(seed: int = 0):
+def build(seed: int = 0, channels: tuple[int, ...] = (32, 64, 128)):
     """NeuroPictor on a random frozen foundation; its ControlNet's zero convs perturbed."""
     torch.manual_seed(seed)
     tok = build_tokenizer(CAPTIONS, max_length=32)
     te = text_encoder_of(build_clip(CLIPSpec(), vocab_size=len(tok))).requires_grad_(False)
     vae = build_vae(VAESpec()).eval().requires_grad_(False)
-    unet = build_unet(UNetSpec(channels=(32, 64, 128), heads=4), latent_side=16, latent_channels=4, cross_dim=128)
+    unet = build_unet(UNetSpec(channels=channels, heads=4), latent_side=16, latent_channels=4, cross_dim=128)
     ddim = noise_schedule("ddim")  # as foundation.save_pipeline writes it; training uses its DDPM twin
     text = SimpleNamespace(tokenizer=tok, text_encoder=te)
     empty, states = caption_states(text, [""]), caption_states(text, CAPTIONS)
@@ -224,18 +224,24 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="images sampled per side")
     ap.add_argument("--sample-batch", type=int, default=16, help="maps per sampling chunk (reconstruct's default)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for both sides")
+    ap.add_argument("--unet-channels", default="32,64,128",
+                    help="block widths of the frozen UNet (default: the synthetic world's, params.yaml "
+                         "foundation.unet.channels); wider shows how the fixed cost of the fMRI encoder and HLGN "
+                         "shrinks relative to UNet + ControlNet as the UNet grows toward SD's")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke check, not a measurement")
     args = ap.parse_args()
+    channels = tuple(int(c) for c in args.unet_channels.split(","))
     if args.quick:
         args.batch, args.steps, args.warmup, args.sample_steps, args.n, args.sample_batch = 4, 2, 1, 3, 4, 2
     torch.set_num_threads(args.threads)
 
-    model, ddim, vae, te, tok, states = build()
-    print(f"batch {args.batch}; {args.steps} timed train steps (+{args.warmup} warm-up); {args.n} images, "
+    model, ddim, vae, te, tok, states = build(channels=channels)
+    print(f"UNet channels {channels} ({sum(p.numel() for p in model.unet.parameters()) / 1e6:.1f} M parameters); "
+          f"fMRI encoder {sum(p.numel() for p in model.encoder.parameters()) / 1e6:.1f} M; batch {args.batch}; {args.steps} timed train steps (+{args.warmup} warm-up); {args.n} images, "
           f"{args.sample_steps} DDIM steps, CFG 5, chunks of {args.sample_batch}; "
           f"torch threads {torch.get_num_threads()}")
     train_ours, train_plain = bench_train(model, states, args)
-    model, ddim, vae, te, tok, _ = build()  # fresh weights: sampling with the untrained (perturbed) model
+    model, ddim, vae, te, tok, _ = build(channels=channels)  # fresh weights: sampling with the untrained (perturbed) model
     sample_ours, sample_theirs = bench_sample(model, ddim, vae, te, tok, args)
 
     print(f"{'':<28}{'ours':>10}{'diffusers':>12}{'ratio':>8}{'target':>9}")

@@ -87,7 +87,7 @@ print(record)
 # %% tags=["synthetic-only"]
 from neuropictor.data.prep import Prepared
 from neuropictor.data.stimuli import full_caption, scene_of_row
-from neuropictor.decoding import images_of
+from neuropictor.models.foundation import images_of
 
 prepared = Prepared(cfg.path("prepared"))
 index = prepared.index
@@ -282,6 +282,62 @@ for i in range(n_show):
         a.set_axis_off()
 fig.suptitle(f"Held-out caption -> image (top: the stimulus it describes). Shape & colour right: {both:.0%}")
 save_figure(fig, FIG / "text_to_image.png")
+
+# %% [markdown] tags=["synthetic-only"]
+# ## Why text-to-image misses shape: three probes
+# 1. *Text tower*: how much the token states move when one word of a caption changes
+#    (`state_spread`, relative to their norm), per attribute. The UNet sees only these states.
+# 2. *CLIP pair*: for each held-out image, its full caption against the same caption with the
+#    primary object's shape changed to each other shape: how often the true one scores best
+#    (chance 20 %).
+# 3. *UNet*: a held-out image noised to t = 700, denoised in one step under its caption with
+#    the primary shape changed: how often the estimate takes the *new* shape (chance 20 %;
+#    colour is probed the same way).
+
+# %% tags=["synthetic-only"]
+from neuropictor.data.stimuli import BACKGROUNDS, COLOURS, SHAPES, SIZES, Scene
+from neuropictor.models.foundation import clip_embed_images, clip_embed_text, denoised_estimate, state_spread
+
+pipe = found.pipe
+
+
+def probe_caption(size="large", colour="red", shape="circle", background="dark"):
+    return f"a {size} {colour} {shape} in the center on a {background} background"
+
+
+spread = {attr: state_spread(pipe.text_encoder, pipe.tokenizer, [probe_caption(**{attr: w}) for w in words])
+          for attr, words in (("shape", SHAPES), ("colour", COLOURS), ("size", SIZES), ("background", BACKGROUNDS))}
+scenes = [scene_of_row(row) for _, row in test_attrs.iterrows()]
+
+
+def with_primary(scene, **change):
+    """The scene's full caption with the primary object's attributes changed."""
+    return full_caption(Scene(scene.background, [dict(scene.objects[0], **change)] + scene.objects[1:]))
+
+
+img_emb = clip_embed_images(found.clip, x_test)
+sims = torch.stack([(img_emb * clip_embed_text(found.clip, token_ids([with_primary(sc, shape=sh) for sc in scenes])))
+                    .sum(1) for sh in SHAPES], 1)
+true_shape = np.array([SHAPES.index(sc.objects[0]["shape"]) for sc in scenes])
+clip_shape_pick = float((sims.argmax(1).numpy() == true_shape).mean())
+
+rng = np.random.default_rng(cfg.seed)
+with torch.no_grad():
+    z_test = pipe.vae.encode(2 * x_test - 1).latent_dist.mean * pipe.vae.config.scaling_factor
+follow = {}
+for attr, names in (("shape", list(SHAPES)), ("colour", list(COLOURS))):
+    new = [names[(names.index(sc.objects[0][attr]) + rng.integers(1, len(names))) % len(names)] for sc in scenes]
+    with torch.no_grad():
+        states_new = pipe.text_encoder(input_ids=token_ids([with_primary(sc, **{attr: v})
+                                                            for sc, v in zip(scenes, new)])).last_hidden_state
+        est = denoised_estimate(pipe.unet, noise_scheduler, z_test, states_new, 700,
+                                torch.Generator().manual_seed(cfg.seed))
+        est_images = ((pipe.vae.decode(est / pipe.vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1)
+    read = predict_attributes(found.standins["attribute_net"], est_images)
+    follow[attr] = float((read[attr].to_numpy() == np.array(new)).mean())
+results["text_to_image"]["probes"] = {"state_spread": spread, "clip_shape_pick": clip_shape_pick,
+                                      "unet_follows_swapped_word_t700": follow}
+print(results["text_to_image"]["probes"])
 
 # %% [markdown] tags=["synthetic-only"]
 # ## Metric-suite sanity

@@ -49,10 +49,10 @@ steps = max(2, min(R.steps, cfg.foundation.smoke_steps)) if cfg.smoke else R.ste
 
 # %%
 from neuropictor.data.prep import Prepared
-from neuropictor.decoding import build_neuropictor, caption_states, decoding_data, images_of, load_model
-from neuropictor.models.ridge import ridge_baseline
+from neuropictor.decoding import build_neuropictor, caption_states, decoding_data, load_model
 from neuropictor.metrics import evaluate
-from neuropictor.models.foundation import load_world_foundation
+from neuropictor.models.foundation import images_of, load_world_foundation
+from neuropictor.models.ridge import ridge_baseline
 from neuropictor.models.standins import attribute_metrics, predict_attributes
 from neuropictor.sample import decode, reconstruct
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from .config import Loop, Settings
 from .io import DataError, atomic_dir
 from .models.fmri_encoder import EncoderSpec, FlatmapMAE, load_encoder
+from .models.foundation import images_of
 from .models.neuropictor import ModelSwitches, NeuroPictor, neuropictor_loss
 from .train import TensorBatches, TrainConfig, fit
 
@@ -58,10 +59,6 @@ def image_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Images (n, 3, H, W) in [0, 1] -> scaled VAE latent means z0 (what the UNet denoises)."""
     return torch.cat([vae.encode(2 * images[s:s + batch] - 1).latent_dist.mean
                       for s in range(0, len(images), batch)]) * vae.config.scaling_factor
-
-
-def images_of(prepared, nsd_ids: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(prepared.images(nsd_ids))).permute(0, 3, 1, 2).float() / 255
 
 
 @dataclass

@@ -82,6 +82,13 @@ def train_vae(images: torch.Tensor, spec: VAESpec, cfg: TrainConfig, out_dir: Pa
     return vae, history
 
 
+def images_of(prepared, nsd_ids) -> torch.Tensor:
+    """Stimuli of a `data.prep.Prepared` tree as a float tensor (n, 3, H, W) in [0, 1]."""
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(prepared.images(nsd_ids))).permute(0, 3, 1, 2).float() / 255
+
+
 @torch.no_grad()
 def unit_latents(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, float]:
     """Posterior means of images in [0, 1], scaled to unit variance, and that scale (what
@@ -202,6 +209,30 @@ def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float, text
         err = (unet(noisy, t, encoder_hidden_states=states).sample - noise) ** 2
         return (snr_weights(scheduler, t, snr_gamma) * err.flatten(1).mean(1)).mean()
     return loss
+
+
+@torch.no_grad()
+def state_spread(text_encoder, tokenizer, captions: list[str]) -> float:
+    """How far the text tower's token states of `captions` (e.g. one template with one word
+    varied) lie from their mean, relative to their norm: the UNet's view of that word."""
+    ids = tokenizer(captions, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                    return_tensors="pt").input_ids
+    h = text_encoder(input_ids=ids).last_hidden_state.flatten(1)
+    return float((h - h.mean(0)).norm(dim=1).mean() / h.norm(dim=1).mean())
+
+
+@torch.no_grad()
+def denoised_estimate(unet, scheduler, z0: torch.Tensor, states: torch.Tensor, t: int,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """The UNet's one-step estimate of z0 from z0 noised to timestep `t`, conditioned on `states`
+    (epsilon or v prediction, as the scheduler's config says)."""
+    ac = scheduler.alphas_cumprod[t]
+    noise = torch.randn(z0.shape, generator=generator)
+    z_t = ac.sqrt() * z0 + (1 - ac).sqrt() * noise
+    out = unet(z_t, torch.full((len(z0),), t), encoder_hidden_states=states).sample
+    if scheduler.config.prediction_type == "v_prediction":
+        return ac.sqrt() * z_t - (1 - ac).sqrt() * out
+    return (z_t - (1 - ac).sqrt() * out) / ac.sqrt()
 
 
 def noise_schedule(kind: str = "ddpm", train_timesteps: int = 1000):
