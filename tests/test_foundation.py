@@ -53,3 +53,18 @@ def test_tiny_foundation_end_to_end(tmp_path):
     out = pipe(captions[0], num_inference_steps=2, guidance_scale=5.0, height=32, width=32,
                output_type="np", generator=torch.Generator().manual_seed(0)).images
     assert out.shape == (1, 32, 32, 3) and np.isfinite(out).all()
+
+
+def test_state_spread_measures_how_far_one_word_moves_the_states():
+    captions = ["a red circle", "a red square", "a blue circle", "a blue square"]
+    tok = build_tokenizer(captions, max_length=8)
+    torch.manual_seed(0)
+    text = fd.text_encoder_of(fd.build_clip(fd.CLIPSpec(width=32, layers=1, heads=2, embed_dim=16, max_length=8),
+                                            len(tok), image_size=32))
+    assert fd.state_spread(text, tok, ["a red circle"] * 3) < 1e-6
+    varied = fd.state_spread(text, tok, ["a red circle", "a red square"])
+    assert 0 < varied < 1
+    # blow up one word's embedding: captions differing in that word now differ far more
+    with torch.no_grad():
+        text.get_input_embeddings().weight[tok.convert_tokens_to_ids("square</w>")] *= 50
+    assert fd.state_spread(text, tok, ["a red circle", "a red square"]) > 1.2 * varied

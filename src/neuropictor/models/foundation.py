@@ -221,20 +221,6 @@ def state_spread(text_encoder, tokenizer, captions: list[str]) -> float:
     return float((h - h.mean(0)).norm(dim=1).mean() / h.norm(dim=1).mean())
 
 
-@torch.no_grad()
-def denoised_estimate(unet, scheduler, z0: torch.Tensor, states: torch.Tensor, t: int,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """The UNet's one-step estimate of z0 from z0 noised to timestep `t`, conditioned on `states`
-    (epsilon or v prediction, as the scheduler's config says)."""
-    ac = scheduler.alphas_cumprod[t]
-    noise = torch.randn(z0.shape, generator=generator)
-    z_t = ac.sqrt() * z0 + (1 - ac).sqrt() * noise
-    out = unet(z_t, torch.full((len(z0),), t), encoder_hidden_states=states).sample
-    if scheduler.config.prediction_type == "v_prediction":
-        return ac.sqrt() * z_t - (1 - ac).sqrt() * out
-    return (z_t - (1 - ac).sqrt() * out) / ac.sqrt()
-
-
 def noise_schedule(kind: str = "ddpm", train_timesteps: int = 1000):
     """Stable Diffusion's noise schedule (scaled-linear betas 0.00085-0.012): "ddpm" for
     training, "ddim" (SD's sampler settings) for sampling and the saved pipeline."""
