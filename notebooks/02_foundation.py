@@ -271,12 +271,14 @@ results["text_to_image"] = {"shape_and_colour": both, "shape": t2i["shape accura
 print(results["text_to_image"])
 
 # %% tags=["synthetic-only"]
+import textwrap
+
 n_show = 8
 fig, axes = plt.subplots(2, n_show, figsize=(1.9 * n_show, 4.4))
 for i in range(n_show):
     axes[0, i].imshow(x_test[i].permute(1, 2, 0).numpy())
     axes[1, i].imshow(generated[i].permute(1, 2, 0).numpy())
-    axes[0, i].set_title("\n".join(test_full[i].split(" and ")[:1] + [""])[:60], fontsize=6)
+    axes[0, i].set_title(textwrap.fill(test_full[i].split(" and ")[0], 24), fontsize=6)
     axes[1, i].set_title(f"read: {pred['colour'][i]} {pred['shape'][i]}", fontsize=6)
     for a in axes[:, i]:
         a.set_axis_off()
