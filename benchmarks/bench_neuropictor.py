@@ -157,7 +157,7 @@ def bench_sample(model, ddim, vae, te, tok, args):
 
     pipe = StableDiffusionControlNetPipeline(
         vae=vae, text_encoder=te, tokenizer=tok, unet=model.unet, controlnet=model.llmn.manipulator,
-        scheduler=ddim.__class__.from_config(ddim.config, clip_sample=False), safety_checker=None,
+        scheduler=noise_schedule("ddim"), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     model.eval()
@@ -237,11 +237,13 @@ def main() -> None:
 
     model, ddim, vae, te, tok, states = build(channels=channels)
     print(f"UNet channels {channels} ({sum(p.numel() for p in model.unet.parameters()) / 1e6:.1f} M parameters); "
-          f"fMRI encoder {sum(p.numel() for p in model.encoder.parameters()) / 1e6:.1f} M; batch {args.batch}; {args.steps} timed train steps (+{args.warmup} warm-up); {args.n} images, "
+          f"fMRI encoder {sum(p.numel() for p in model.encoder.parameters()) / 1e6:.1f} M; batch {args.batch}; "
+          f"{args.steps} timed train steps (+{args.warmup} warm-up); {args.n} images, "
           f"{args.sample_steps} DDIM steps, CFG 5, chunks of {args.sample_batch}; "
           f"torch threads {torch.get_num_threads()}")
     train_ours, train_plain = bench_train(model, states, args)
-    model, ddim, vae, te, tok, _ = build(channels=channels)  # fresh weights: sampling with the untrained (perturbed) model
+    # fresh weights: sampling with the untrained (perturbed) model
+    model, ddim, vae, te, tok, _ = build(channels=channels)
     sample_ours, sample_theirs = bench_sample(model, ddim, vae, te, tok, args)
 
     print(f"{'':<28}{'ours':>10}{'diffusers':>12}{'ratio':>8}{'target':>9}")
