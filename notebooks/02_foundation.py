@@ -197,7 +197,11 @@ print(results["clip"])
 # ## 3 · Text-to-image UNet
 # Trained on the VAE latents (times the scale that gives them unit variance) of the training
 # images, conditioned on the frozen text tower's token states of a random one of each image's
-# captions; 10 % of captions are replaced by the empty caption.
+# captions; 10 % of captions are replaced by the empty caption. Like SD-2.1 it predicts the
+# velocity v (`unet.prediction`); unlike SD, its noise schedule is rescaled to zero terminal
+# SNR (`unet.zero_terminal_snr`, Lin et al. 2024). SD's schedule leaves a trace of the image at
+# t = T (here: enough to read the background from the latent's mean), so samples started from
+# pure noise got the wrong background; with the rescaled schedule they get the caption's.
 
 # %% tags=["synthetic-only"]
 from neuropictor.models.foundation import (UNetSpec, build_unet, diffusion_loss, noise_schedule, save_pipeline,
@@ -207,7 +211,8 @@ t = time.time()
 text_encoder = text_encoder_of(clip).requires_grad_(False)
 with torch.no_grad():
     empty_states = text_encoder(input_ids=token_ids([""])).last_hidden_state
-noise_scheduler = noise_schedule("ddpm")
+schedule = dict(prediction_type=P.unet.prediction, zero_terminal_snr=P.unet.zero_terminal_snr)
+noise_scheduler = noise_schedule("ddpm", **schedule)
 unet_spec = UNetSpec(channels=P.unet.channels, heads=P.unet.heads, empty_caption_rate=P.unet.empty_caption_rate)
 torch.manual_seed(cfg.seed)
 unet = build_unet(unet_spec, z_train.shape[-1], z_train.shape[1], P.clip.width)
@@ -239,7 +244,7 @@ if cfg.world == "synthetic":
 # %% tags=["synthetic-only"]
 root = cfg.path("foundation")
 root.mkdir(parents=True, exist_ok=True)
-save_pipeline(root / "pipeline", vae, text_encoder, tokenizer, unet, scale)
+save_pipeline(root / "pipeline", vae, text_encoder, tokenizer, unet, scale, noise_schedule("ddim", **schedule))
 from neuropictor.io import atomic_dir
 
 with atomic_dir(root / "clip") as tmp:

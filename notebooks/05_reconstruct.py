@@ -93,7 +93,7 @@ def ridge_reconstruct(subject):
     train = decoding_data(cfg, prepared, found, [subject], "train")
     z_hat, c_hat = ridge_baseline(np.asarray(prepared.voxels(subject, "train")), train.z0, train.states,
                                   np.asarray(prepared.voxels(subject, "test")), cfg.prep.ridge.alphas,
-                                  0, cfg.seed)  # 0: efficient leave-one-out over the alphas
+                                  folds=0)  # 0: efficient leave-one-out over the alphas
     out = img2img(image=z_hat, prompt_embeds=c_hat, negative_prompt_embeds=empty.expand(len(c_hat), -1, -1),
                   strength=R.ridge_strength, num_inference_steps=steps, guidance_scale=R.guidance,
                   generator=torch.Generator().manual_seed(cfg.seed), output_type="pt")

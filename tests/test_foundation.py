@@ -68,3 +68,33 @@ def test_state_spread_measures_how_far_one_word_moves_the_states():
     with torch.no_grad():
         text.get_input_embeddings().weight[tok.convert_tokens_to_ids("square</w>")] *= 50
     assert fd.state_spread(text, tok, ["a red circle", "a red square"]) > 1.2 * varied
+
+
+def test_noise_schedule_zero_terminal_snr_and_v_prediction():
+    plain = fd.noise_schedule("ddpm")
+    assert plain.config.prediction_type == "epsilon" and float(plain.alphas_cumprod[-1]) > 1e-3  # SD's leak
+    zs = fd.noise_schedule("ddpm", prediction_type="v_prediction", zero_terminal_snr=True)
+    assert float(zs.alphas_cumprod[-1]) < 1e-6  # t = T is pure noise
+    ddim = fd.noise_schedule("ddim", prediction_type="v_prediction", zero_terminal_snr=True)
+    ddim.set_timesteps(5)
+    assert int(ddim.timesteps[0]) == 999  # trailing spacing: sampling starts at t = T
+    try:
+        fd.noise_schedule("ddpm", zero_terminal_snr=True)
+    except ValueError as e:
+        assert "v_prediction" in str(e) and "foundation.unet.prediction" in str(e)
+    else:
+        raise AssertionError("epsilon prediction with zero terminal SNR must be refused")
+
+
+def test_diffusion_target_follows_the_prediction_type():
+    z0, noise = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    t = torch.tensor([0, 500, 999])
+    assert torch.equal(fd.diffusion_target(fd.noise_schedule("ddpm"), z0, noise, t), noise)
+    sched = fd.noise_schedule("ddpm", prediction_type="v_prediction", zero_terminal_snr=True)
+    a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    v = fd.diffusion_target(sched, z0, noise, t)
+    torch.testing.assert_close(v, a.sqrt() * noise - (1 - a).sqrt() * z0)
+    torch.testing.assert_close(v[2], -z0[2])  # at SNR 0 the velocity is minus the clean latent
+    # Min-SNR weights stay finite at SNR 0 for v-prediction
+    w = fd.snr_weights(sched, t, 5.0)
+    assert torch.isfinite(w).all() and float(w[2]) == 0.0

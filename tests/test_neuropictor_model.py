@@ -140,6 +140,28 @@ def test_semantic_loss_weight():
     torch.testing.assert_close(with_sem - without, 0.1 * model.semantic_loss(F_txt, text))
 
 
+def test_diffusion_loss_regresses_the_velocity_for_a_v_prediction_unet():
+    from neuropictor.models.foundation import noise_schedule
+
+    model = make_model(lambda_sem=0.0, empty_rate=0.0)
+    maps, z0, text = tiny_batch()
+    model.noise_scheduler = noise_schedule("ddpm", prediction_type="v_prediction", zero_terminal_snr=True)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        got = model.loss((maps, z0, text))
+    # the same draws by hand: noise, then t, as the forward pass takes them
+    torch.manual_seed(5)
+    torch.rand(len(z0))  # the empty-caption draw
+    noise = torch.randn_like(z0)
+    t = torch.randint(0, 1000, (len(z0),))
+    sched = model.noise_scheduler
+    with torch.no_grad():
+        S_r, _, F_sem = model.conditions(maps)
+        out = model.eps(sched.add_noise(z0, noise, t), t, S_r, F_sem)
+    torch.testing.assert_close(got, ((out - sched.get_velocity(z0, noise, t)) ** 2).mean())
+    assert not torch.allclose(got, ((out - noise) ** 2).mean())
+
+
 def test_switches_change_the_model():
     full = make_model()
     names = {n for n, p in full.named_parameters() if p.requires_grad}

@@ -152,6 +152,8 @@ class UNetParams:
     heads: int = 4
     empty_caption_rate: float = 0.1  # captions dropped for classifier-free guidance
     snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (e.g. 5.0); null = plain MSE
+    prediction: str = "v_prediction"  # epsilon | v_prediction (what SD-2.1 predicts)
+    zero_terminal_snr: bool = True  # betas rescaled so t = T is pure noise (needs v_prediction)
     steps: int = 800
     batch_size: int = 32
     lr: float = 1e-3

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from .config import Loop, Settings
 from .io import DataError, atomic_dir
 from .models.fmri_encoder import EncoderSpec, FlatmapMAE, load_encoder
-from .models.foundation import images_of
+from .models.foundation import image_latents, images_of
 from .models.neuropictor import ModelSwitches, NeuroPictor, neuropictor_loss
 from .train import TensorBatches, TrainConfig, fit
 
@@ -52,13 +52,6 @@ def caption_states(pipe, texts: list[str], batch: int = 256) -> torch.Tensor:
                   return_tensors="pt").input_ids
         out.append(pipe.text_encoder(input_ids=ids).last_hidden_state)
     return torch.cat(out)
-
-
-@torch.no_grad()
-def image_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Images (n, 3, H, W) in [0, 1] -> scaled VAE latent means z0 (what the UNet denoises)."""
-    return torch.cat([vae.encode(2 * images[s:s + batch] - 1).latent_dist.mean
-                      for s in range(0, len(images), batch)]) * vae.config.scaling_factor
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -84,16 +85,22 @@ def train_vae(images: torch.Tensor, spec: VAESpec, cfg: TrainConfig, out_dir: Pa
 
 def images_of(prepared, nsd_ids) -> torch.Tensor:
     """Stimuli of a `data.prep.Prepared` tree as a float tensor (n, 3, H, W) in [0, 1]."""
-    import numpy as np
-
     return torch.from_numpy(np.asarray(prepared.images(nsd_ids))).permute(0, 3, 1, 2).float() / 255
 
 
 @torch.no_grad()
+def image_latents(vae, images: torch.Tensor, scale: float | None = None, batch: int = 256) -> torch.Tensor:
+    """Images (n, 3, H, W) in [0, 1] -> VAE posterior means times `scale` (default: the VAE's
+    `scaling_factor`), i.e. the latents z0 the UNet denoises."""
+    scale = vae.config.scaling_factor if scale is None else scale
+    return torch.cat([vae.encode(2 * images[s:s + batch] - 1).latent_dist.mean
+                      for s in range(0, len(images), batch)]) * scale
+
+
 def unit_latents(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, float]:
-    """Posterior means of images in [0, 1], scaled to unit variance, and that scale (what
-    diffusers stores as the VAE's `scaling_factor`): `(z * scale, scale)`."""
-    z = torch.cat([vae.encode(2 * images[s:s + batch] - 1).latent_dist.mean for s in range(0, len(images), batch)])
+    """Latents of images in [0, 1] scaled to unit variance, and that scale (what diffusers
+    stores as the VAE's `scaling_factor`): `(z * scale, scale)`."""
+    z = image_latents(vae, images, scale=1.0, batch=batch)
     scale = float(1.0 / z.std())
     return z * scale, scale
 
@@ -181,18 +188,33 @@ def build_unet(spec: UNetSpec, latent_side: int, latent_channels: int, cross_dim
 
 
 def snr_weights(scheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor:
-    """Min-SNR-gamma loss weights for epsilon prediction (Hang et al. 2023): min(SNR, gamma) / SNR,
-    so the many nearly clean timesteps stop dominating the gradient; all ones without gamma."""
+    """Min-SNR-gamma loss weights (Hang et al. 2023), so the many nearly clean timesteps stop
+    dominating the gradient: min(SNR, gamma) / SNR for epsilon prediction, min(SNR, gamma) /
+    (SNR + 1) for v-prediction; all ones without gamma."""
     if gamma is None:
         return torch.ones(t.shape, device=t.device)
     ac = scheduler.alphas_cumprod.to(t.device)[t]
     snr = ac / (1 - ac)
+    if scheduler.config.prediction_type == "v_prediction":
+        return snr.clamp(max=gamma) / (snr + 1)
     return snr.clamp(max=gamma) / snr
+
+
+def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet regresses at (z0, noise, t): the noise (epsilon prediction, SD-1.x and
+    SD-2.1-base) or the velocity sqrt(a) noise - sqrt(1 - a) z0 (v-prediction, SD-2.1)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(z0, noise, t)
+    raise ValueError(f"prediction_type {kind!r} is not supported for training; use 'epsilon' or 'v_prediction'")
 
 
 def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float, text_encoder=None,
                    snr_gamma: float | None = None):
-    """Epsilon-prediction DDPM loss; a `drop_rate` share of captions become the empty caption.
+    """DDPM loss (target by the scheduler's prediction type); a `drop_rate` share of captions
+    become the empty caption.
 
     Batches are (latents, caption states) or, with a frozen `text_encoder`, (latents, caption
     ids (n, k, L)): one of the k captions is drawn per image and encoded on the fly."""
@@ -206,7 +228,7 @@ def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float, text
         drop = torch.rand(z0.shape[0], device=z0.device) < drop_rate
         states = torch.where(drop[:, None, None], empty_states.to(states), states)
         noisy = scheduler.add_noise(z0, noise, t)
-        err = (unet(noisy, t, encoder_hidden_states=states).sample - noise) ** 2
+        err = (unet(noisy, t, encoder_hidden_states=states).sample - diffusion_target(scheduler, z0, noise, t)) ** 2
         return (snr_weights(scheduler, t, snr_gamma) * err.flatten(1).mean(1)).mean()
     return loss
 
@@ -221,13 +243,28 @@ def state_spread(text_encoder, tokenizer, captions: list[str]) -> float:
     return float((h - h.mean(0)).norm(dim=1).mean() / h.norm(dim=1).mean())
 
 
-def noise_schedule(kind: str = "ddpm", train_timesteps: int = 1000):
+def noise_schedule(kind: str = "ddpm", train_timesteps: int = 1000, prediction_type: str = "epsilon",
+                   zero_terminal_snr: bool = False):
     """Stable Diffusion's noise schedule (scaled-linear betas 0.00085-0.012): "ddpm" for
-    training, "ddim" (SD's sampler settings) for sampling and the saved pipeline."""
+    training, "ddim" (SD's sampler settings) for sampling and the saved pipeline.
+
+    zero_terminal_snr: rescale the betas so the last step is pure noise (Lin et al. 2024,
+    "Common diffusion noise schedules and sample steps are flawed"). SD's own schedule leaves
+    a trace of the image at t = T, so a sampler that starts from pure noise sees a mean
+    brightness the model never saw in training. Needs v-prediction (the noise is not
+    identifiable at SNR 0) and "trailing" timesteps, so sampling starts at t = T."""
     from diffusers import DDIMScheduler, DDPMScheduler
 
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', not {prediction_type!r}")
+    if zero_terminal_snr and prediction_type != "v_prediction":
+        raise ValueError("zero_terminal_snr needs prediction_type 'v_prediction' (at SNR 0 the noise "
+                         "equals the noisy latent, so epsilon prediction learns nothing there); set "
+                         "foundation.unet.prediction: v_prediction or zero_terminal_snr: false")
     betas = dict(num_train_timesteps=train_timesteps, beta_schedule="scaled_linear", beta_start=0.00085,
-                 beta_end=0.012, clip_sample=False)
+                 beta_end=0.012, clip_sample=False, prediction_type=prediction_type,
+                 rescale_betas_zero_snr=zero_terminal_snr,
+                 timestep_spacing="trailing" if zero_terminal_snr else "leading")
     if kind == "ddpm":
         return DDPMScheduler(**betas)
     if kind == "ddim":
@@ -235,14 +272,15 @@ def noise_schedule(kind: str = "ddpm", train_timesteps: int = 1000):
     raise ValueError(f"noise_schedule: kind must be 'ddpm' or 'ddim', not {kind!r}")
 
 
-def save_pipeline(path: Path, vae, text_encoder, tokenizer, unet, scale: float) -> None:
-    """Write a Stable-Diffusion-style diffusers folder (loadable by models.pretrained.load_diffusion)."""
+def save_pipeline(path: Path, vae, text_encoder, tokenizer, unet, scale: float, scheduler=None) -> None:
+    """Write a Stable-Diffusion-style diffusers folder (loadable by models.pretrained.load_diffusion).
+    scheduler: the sampler to store (default: SD's DDIM, `noise_schedule("ddim")`)."""
     from diffusers import StableDiffusionPipeline
 
     from ..io import atomic_dir
 
     vae.register_to_config(scaling_factor=scale)
-    scheduler = noise_schedule("ddim")
+    scheduler = noise_schedule("ddim") if scheduler is None else scheduler
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .foundation import diffusion_target
+
 
 @dataclass(frozen=True)
 class ModelSwitches:
@@ -198,7 +200,8 @@ class NeuroPictor(nn.Module):
         noise = torch.randn_like(z0)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), device=z0.device)
         z_t = self.noise_scheduler.add_noise(z0, noise, t)
-        loss = F.mse_loss(self.eps(z_t, t, S_r, F_sem), noise)  # Eq. 8
+        # Eq. 8, written for epsilon; with a v-prediction UNet (SD-2.1) the target is the velocity
+        loss = F.mse_loss(self.eps(z_t, t, S_r, F_sem), diffusion_target(self.noise_scheduler, z0, noise, t))
         if sw.lambda_sem:  # skipped at 0, so missing / NaN captions cannot leak in
             loss = loss + sw.lambda_sem * self.semantic_loss(F_txt, text_states)  # Eq. 9
         return loss

@@ -31,7 +31,7 @@ def r2_per_column(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def ridge_baseline(x_train: np.ndarray, z_train, c_train, x_test: np.ndarray,
-                   alphas, folds: int, seed: int):
+                   alphas, folds: int):
     """Takagi & Nishimoto: voxels -> VAE latent z and voxels -> text condition c by ridge
     (one alpha per target block, chosen by efficient leave-one-out cross-validation; `folds`
     > 0 uses k-fold instead), predicted for the test voxels. z, c: torch tensors (n, ...)."""
