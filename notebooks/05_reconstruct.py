@@ -45,16 +45,14 @@ from neuropictor.report import save_figure, write_table
 cfg, FIG = notebook_setup(PARAMS_FILE, SMOKE, OVERRIDES, "reconstruction", show=("seed", "smoke", "reconstruction"))
 R = cfg.reconstruction
 T0 = time.time()
-steps = max(2, min(R.steps, cfg.foundation.smoke_steps)) if cfg.smoke else R.steps
 
 # %%
 from neuropictor.data.prep import Prepared
 from neuropictor.decoding import build_neuropictor, caption_states, decoding_data, load_model
-from neuropictor.metrics import evaluate
+from neuropictor.evaluation import reconstruct_images, sampling_steps, score_reconstructions
 from neuropictor.models.foundation import images_of, load_world_foundation
 from neuropictor.models.ridge import ridge_baseline
 from neuropictor.models.standins import attribute_metrics, predict_attributes
-from neuropictor.sample import decode, reconstruct
 
 prepared = Prepared(cfg.path("prepared"))
 found = load_world_foundation(cfg)
@@ -64,18 +62,12 @@ subjects = list(cfg.neuropictor.refine_subjects)
 synthetic = cfg.world == "synthetic"
 
 
-def sample(model, maps, alpha=R.alpha, semantic_maps=None):
-    z = reconstruct(model, model.noise_scheduler, torch.as_tensor(maps), steps=steps, guidance=R.guidance,
-                    alpha=alpha, seed=cfg.seed, semantic_maps=semantic_maps, batch_size=100, progress=False)
-    return decode(found.pipe.vae, z)
+def sample(model, maps, alpha=None, semantic_maps=None):
+    return reconstruct_images(model, found, maps, cfg, alpha=alpha, semantic_maps=semantic_maps)
 
 
 def score(gt, rec, ids):
-    out = evaluate(gt, rec, networks)
-    if synthetic:
-        out.update(attribute_metrics(predict_attributes(found.standins["attribute_net"], rec),
-                                     prepared.attributes(ids)))
-    return out
+    return score_reconstructions(gt, rec, ids, found, prepared, synthetic, networks)
 
 # %% [markdown]
 # ## The ridge baseline's img2img
@@ -95,7 +87,7 @@ def ridge_reconstruct(subject):
                                   np.asarray(prepared.voxels(subject, "test")), cfg.prep.ridge.alphas,
                                   folds=0)  # 0: efficient leave-one-out over the alphas
     out = img2img(image=z_hat, prompt_embeds=c_hat, negative_prompt_embeds=empty.expand(len(c_hat), -1, -1),
-                  strength=R.ridge_strength, num_inference_steps=steps, guidance_scale=R.guidance,
+                  strength=R.ridge_strength, num_inference_steps=sampling_steps(cfg), guidance_scale=R.guidance,
                   generator=torch.Generator().manual_seed(cfg.seed), output_type="pt")
     return out.images.float().clamp(0, 1)
 

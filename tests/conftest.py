@@ -28,6 +28,8 @@ def smoke_overrides(root: Path) -> dict:
         "paths.figures": str(root / "figures"),
         "paths.metrics": str(root / "metrics"),
         "paths.reports": str(root / "reports"),
+        "ablations.models": str(root / "ablations" / "models"),
+        "ablations.tables": str(root / "ablations" / "tables"),
     }
 
 

@@ -65,6 +65,26 @@ def test_pipeline_notebooks_smoke(tmp_path):
     for name in ("fig5_reconstructions.png", "fig1_alpha_sweep.png", "fig2_swap.png"):
         assert (tmp_path / "figures" / "reconstruction" / name).exists()
 
+    # Table 2 on four rows that take every path: a start point without multi-subject
+    # pretraining ("full"), the pipeline's pretraining reused without refining ("wo_finetune")
+    # and as it is ("neuropictor"), a pretraining of its own ("wo_llmn")
+    rows = ["full", "wo_finetune", "wo_llmn", "neuropictor"]
+    run_notebook("notebooks/06_ablations.py", tmp_path / "reports" / "06.ipynb",
+                 {"PARAMS_FILE": str(params), "OVERRIDES": {"ablations.rows": rows}}, log_output=False)
+    abl = json.loads((tmp_path / "metrics" / "ablations.json").read_text())
+    assert sorted(abl["rows"]) == sorted(rows)
+    models = tmp_path / "ablations" / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["full", "full_init", "wo_llmn", "wo_llmn_pretrain"]
+    # the row equal to the pipeline is the pipeline's refined model: the same reconstructions
+    import pandas as pd
+
+    per_subject = pd.read_csv(tmp_path / "tables" / "table1_per_subject.csv").set_index(["method", "subject"])
+    for metric in ("PixCorr", "SSIM", "CLIP†"):
+        expected = per_subject.loc[("NeuroPictor", 1), metric]
+        assert abl["rows"]["neuropictor"][metric] == pytest.approx(expected, abs=1e-6)
+    table2 = (tmp_path / "ablations" / "tables" / "table2.md").read_text()
+    assert "W/o LLMN" in table2 and "fMRI Enc." in table2 and "✓" in table2
+
 
 def test_failed_notebook_is_kept_aside(tmp_path):
     params = write_params(tmp_path, **{"paths.nsd_root": str(tmp_path / "nowhere")})

@@ -235,6 +235,22 @@ class Reconstruction:
     n_figure: int = 8  # test images in the figures
 
 
+@dataclass(frozen=True)
+class Ablations:
+    """Notebook 06 (`make ablations`): Table 2's rows on one subject."""
+
+    subject: int = 1  # the paper's Table 2 is on subject 1
+    rows: tuple[str, ...] = ("random_init", "cls", "frozen", "full", "wo_finetune", "wo_llmn", "wo_aux", "wo_lsem",
+                             "neuropictor")  # keys of neuropictor.ablations.TABLE2
+    models: str = "data/ablations"  # the rows' trained models (relative to the project root)
+    tables: str = "ablations/tables"  # Table 2 as CSV, Markdown, LaTeX
+
+    def path(self, key: str) -> Path:
+        """Absolute path of `models` or `tables`."""
+        p = Path(getattr(self, key))
+        return p if p.is_absolute() else PROJ_ROOT / p
+
+
 WORLDS = ("synthetic", "nsd", "generic")
 ZSCORE_MODES = ("session", "train", "none")
 
@@ -251,6 +267,7 @@ class Settings:
     encoder: EncoderParams = field(default_factory=EncoderParams)
     neuropictor: NeuroPictorParams = field(default_factory=NeuroPictorParams)
     reconstruction: Reconstruction = field(default_factory=Reconstruction)
+    ablations: Ablations = field(default_factory=Ablations)
 
     def steps(self, steps: int) -> int:
         """Training steps in force: `foundation.smoke_steps` when `smoke` is on."""
@@ -396,6 +413,8 @@ def _validate(s: Settings, path: Path) -> None:
     missing = [x for x in s.neuropictor.refine_subjects if x not in s.prep.subjects]
     if missing:
         bad(f"params.neuropictor.refine_subjects {missing} are not in prep.subjects; prepare them first.")
+    if s.ablations.subject not in s.prep.subjects:
+        bad(f"params.ablations.subject {s.ablations.subject} is not in prep.subjects {list(s.prep.subjects)}.")
     if s.world == "generic" and s.paths.generic_input is None:
         bad("world is 'generic' but paths.generic_input is not set; point it at your .npz/.h5/.mat.")
 

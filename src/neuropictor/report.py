@@ -90,12 +90,14 @@ def format_metric(metric: str, value: float) -> str:
 
 def write_table(df, stem: str | Path, caption: str = "") -> dict[str, Path]:
     """A results table (rows: methods, columns: metrics) as CSV (raw numbers), Markdown and
-    LaTeX (formatted as the paper's Table 1). Returns the paths written."""
+    LaTeX (formatted as the paper's Tables 1 and 2; text columns, such as Table 2's
+    "fMRI Enc.", are shown as they are). Returns the paths written."""
     import pandas as pd
 
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    shown = pd.DataFrame({c: [format_metric(c, v) for v in df[c]] for c in df.columns}, index=df.index)
+    shown = pd.DataFrame({c: [format_metric(c, v) if pd.api.types.is_numeric_dtype(df[c]) else str(v) for v in df[c]]
+                          for c in df.columns}, index=df.index)
     paths = {"csv": stem.with_suffix(".csv"), "md": stem.with_suffix(".md"), "tex": stem.with_suffix(".tex")}
     df.to_csv(paths["csv"], float_format="%.6f")
     paths["md"].write_text((f"{caption}\n\n" if caption else "") + shown.to_markdown(disable_numparse=True) + "\n")

@@ -1,0 +1,44 @@
+"""Reconstruct a test set with a trained NeuroPictor and score it: what Table 1 (notebook 05)
+and Table 2 (notebook 06) both do.
+
+    rec = reconstruct_images(model, found, maps, cfg)
+    scores = score_reconstructions(gt, rec, ids, found, prepared, synthetic=True)
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import Settings
+from .metrics import evaluate
+from .sample import decode, reconstruct
+
+
+def sampling_steps(cfg: Settings) -> int:
+    """DDIM steps in force: `reconstruction.steps`, or a few in smoke runs."""
+    R = cfg.reconstruction
+    return max(2, min(R.steps, cfg.foundation.smoke_steps)) if cfg.smoke else R.steps
+
+
+def reconstruct_images(model, found, maps, cfg: Settings, alpha: float | None = None,
+                       semantic_maps=None) -> torch.Tensor:
+    """Flatmaps -> images (n, 3, H, W) in [0, 1]: DDIM with classifier-free guidance
+    (`reconstruction.guidance`) and control scale alpha (default `reconstruction.alpha`)."""
+    R = cfg.reconstruction
+    z = reconstruct(model, model.noise_scheduler, torch.as_tensor(maps), steps=sampling_steps(cfg),
+                    guidance=R.guidance, alpha=R.alpha if alpha is None else alpha, seed=cfg.seed,
+                    semantic_maps=semantic_maps, batch_size=100, progress=False)
+    return decode(found.pipe.vae, z)
+
+
+def score_reconstructions(gt: torch.Tensor, rec: torch.Tensor, ids, found, prepared, synthetic: bool,
+                          networks=None) -> dict[str, float]:
+    """The eight Table 1 metrics (`networks`, default the world's `found.metric_networks()`)
+    and, in the synthetic world, the attribute metrics of the reconstructions against their
+    stimuli's true attributes."""
+    from .models.standins import attribute_metrics, predict_attributes
+
+    out = evaluate(gt, rec, found.metric_networks() if networks is None else networks)
+    if synthetic:
+        out.update(attribute_metrics(predict_attributes(found.standins["attribute_net"], rec),
+                                     prepared.attributes(ids)))
+    return out
