@@ -115,13 +115,14 @@ print((table_dir / "table2.md").read_text())
 # %%
 n = min(cfg.reconstruction.n_figure, len(ids))
 labels = ["stimulus"] + [f"{r.model}\n{r.encoder}{' + multi' if r.multi else ''}" for r in rows]
-fig, axes = plt.subplots(len(labels), n, figsize=(1.2 * n, 1.25 * len(labels)), squeeze=False)
+fig, axes = plt.subplots(len(labels), n, figsize=(1.2 * n, 1.2 * len(labels) + 0.3), squeeze=False,
+                         gridspec_kw={"hspace": 0.08, "wspace": 0.05})
 for r, imgs in enumerate([gt] + [recs[row.key] for row in rows]):
     for i in range(n):
         axes[r, i].imshow(imgs[i].permute(1, 2, 0).numpy())
         axes[r, i].set_xticks([]), axes[r, i].set_yticks([])
     axes[r, 0].set_ylabel(labels[r], fontsize=6)
-fig.suptitle(f"Table 2 rows, subject {subject}: shared test images")
+fig.suptitle(f"Table 2 rows, subject {subject}: shared test images", y=0.9)
 save_figure(fig, FIG / "table2_reconstructions.png")
 
 # %% [markdown]
