@@ -49,8 +49,8 @@ T0 = time.time()
 # %%
 from neuropictor.data.prep import Prepared
 from neuropictor.decoding import build_neuropictor, caption_states, decoding_data, load_model
-from neuropictor.evaluation import reconstruct_images, sampling_steps, score_reconstructions
-from neuropictor.models.foundation import images_of, load_world_foundation
+from neuropictor.evaluation import held_out, reconstruct_images, sampling_steps, score_reconstructions, split_metrics
+from neuropictor.models.foundation import load_world_foundation
 from neuropictor.models.ridge import ridge_baseline
 from neuropictor.models.standins import attribute_metrics, predict_attributes
 
@@ -95,13 +95,10 @@ def ridge_reconstruct(subject):
 # ## Reconstruct and score every subject
 
 # %%
-rows, recs = [], {}
+rows, recs, tests = [], {}, {}
 for s in subjects:
     t = time.time()
-    test = prepared.rows(s, "test")
-    ids = test.nsd_id.to_numpy()
-    maps = np.asarray(prepared.flatmaps(s, "test"), dtype=np.float32)
-    gt = images_of(prepared, ids)
+    tests[s] = ids, maps, gt = held_out(prepared, s)
     refined = load_model(cfg.path("models") / f"refine_subj{s}", build_neuropictor(cfg, found, mask, "refine"))
     pretrained = load_model(cfg.path("models") / "pretrain", build_neuropictor(cfg, found, mask, "pretrain"))
     if s == subjects[0]:
@@ -110,7 +107,6 @@ for s in subjects:
                "Takagi & Nishimoto (ridge)": ridge_reconstruct(s)}
     for method, rec in recs[s].items():
         rows.append({"subject": s, "method": method, **score(gt, rec, ids)})
-    recs[s]["_ids"], recs[s]["_gt"] = ids, gt
     print(f"subject {s}: {time.time() - t:.0f} s")
 results = pd.DataFrame(rows)
 
@@ -119,8 +115,7 @@ results = pd.DataFrame(rows)
 
 # %%
 metric_cols = [c for c in results.columns if c not in ("subject", "method")]
-suite = [c for c in metric_cols if "accuracy" not in c and "error" not in c]
-attr_cols = [c for c in metric_cols if c not in suite]
+suite, attr_cols = split_metrics(metric_cols)
 average = results.groupby("method", sort=False)[metric_cols].mean()
 per_subject = results.set_index(["method", "subject"])[metric_cols]
 table_dir = cfg.path("tables")
@@ -140,11 +135,13 @@ if attr_cols:
 # ## Figure 5: stimuli and reconstructions
 
 # %%
-s0, n = subjects[0], min(R.n_figure, len(recs[subjects[0]]["_ids"]))
+s0 = subjects[0]
+ids0, maps0, gt0 = tests[s0]
+n = min(R.n_figure, len(ids0))
 methods = ["NeuroPictor", "NeuroPictor (w/o ft)", "Takagi & Nishimoto (ridge)"]
 fig, axes = plt.subplots(1 + len(methods), n, figsize=(1.3 * n, 1.4 * (1 + len(methods))), squeeze=False)
 for i in range(n):
-    for r, imgs in enumerate([recs[s0]["_gt"]] + [recs[s0][m] for m in methods]):
+    for r, imgs in enumerate([gt0] + [recs[s0][m] for m in methods]):
         axes[r, i].imshow(imgs[i].permute(1, 2, 0).numpy())
         axes[r, i].set_xticks([]), axes[r, i].set_yticks([])
 for r, label in enumerate(["stimulus"] + methods):
@@ -157,8 +154,6 @@ save_figure(fig, FIG / "fig5_reconstructions.png")
 # alpha = 0 is semantics only (HLGN); raising alpha adds the LLMN's low-level control.
 
 # %%
-ids0, gt0 = recs[s0]["_ids"], recs[s0]["_gt"]
-maps0 = np.asarray(prepared.flatmaps(s0, "test"), dtype=np.float32)
 sweep, sweep_imgs = [], {}
 for a in R.alpha_sweep:
     sweep_imgs[a] = recs[s0]["NeuroPictor"] if a == R.alpha else sample(refined0, maps0, alpha=a)
@@ -237,6 +232,6 @@ out = cfg.path("reconstructions")
 out.mkdir(parents=True, exist_ok=True)
 for s in subjects:
     with atomic_path(out / f"subj{s:02d}.npz") as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, nsd_id=recs[s]["_ids"], **{
+        np.savez_compressed(f, nsd_id=tests[s].ids, **{
             m.split(" (")[0].replace(" & ", "_").replace(" ", "_") + ("_wo_ft" if "w/o ft" in m else ""):
             (recs[s][m].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for m in methods})

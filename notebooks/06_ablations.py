@@ -58,8 +58,8 @@ T0 = time.time()
 # %%
 from neuropictor.ablations import TABLE2, row_settings, select_rows, train_row
 from neuropictor.data.prep import Prepared
-from neuropictor.evaluation import reconstruct_images, score_reconstructions
-from neuropictor.models.foundation import images_of, load_world_foundation
+from neuropictor.evaluation import held_out, reconstruct_images, score_reconstructions, split_metrics
+from neuropictor.models.foundation import load_world_foundation
 
 prepared = Prepared(cfg.path("prepared"))
 found = load_world_foundation(cfg)
@@ -67,10 +67,7 @@ networks = found.metric_networks()
 mask = np.load(cfg.path("prepared") / "flatmap_mask.npy")
 rows = select_rows(A.rows)
 subject = A.subject
-test = prepared.rows(subject, "test")
-ids = test.nsd_id.to_numpy()
-maps = np.asarray(prepared.flatmaps(subject, "test"), dtype=np.float32)
-gt = images_of(prepared, ids)
+ids, maps, gt = held_out(prepared, subject)
 out_root = A.path("models")
 print(f"subject {subject}: {len(ids)} test images; rows: {[r.key for r in rows]}")
 
@@ -81,7 +78,7 @@ print(f"subject {subject}: {len(ids)} test images; rows: {[r.key for r in rows]}
 results, recs, shared = [], {}, {}
 for i, row in enumerate(rows):
     t = time.time()
-    row_cfg = row_settings(PARAMS_FILE, dict(OVERRIDES, **({} if SMOKE is None else {"smoke": SMOKE})), row)
+    row_cfg = row_settings(PARAMS_FILE, OVERRIDES, SMOKE, row)
     model = train_row(row, row_cfg, cfg, found, prepared, mask, subject, out_root, shared,
                       progress=f"[{i + 1}/{len(rows)}] ")
     recs[row.key] = reconstruct_images(model, found, maps, row_cfg)
@@ -97,8 +94,7 @@ results = pd.DataFrame(results)
 
 # %%
 metric_cols = [c for c in results.columns if c not in ("row", "Model", "fMRI Enc.", "Multi Pret.")]
-suite = [c for c in metric_cols if "accuracy" not in c and "error" not in c]
-attr_cols = [c for c in metric_cols if c not in suite]
+suite, attr_cols = split_metrics(metric_cols)
 table = results.set_index("Model")[["fMRI Enc.", "Multi Pret."] + suite]
 table_dir = A.path("tables")
 write_table(table, table_dir / "table2",

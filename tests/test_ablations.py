@@ -13,11 +13,11 @@ def test_every_row_is_a_valid_params_variant_that_changes_what_it_names():
     base = dataclasses.asdict(load_params().neuropictor)
     assert len(TABLE2) == 9 and len(set(ROW_KEYS)) == 9
     for row in TABLE2:
-        cfg = row_settings("params.yaml", {}, row)
+        cfg = row_settings("params.yaml", {}, None, row)
         changed = {k for k, v in dataclasses.asdict(cfg.neuropictor).items() if v != base[k]}
         assert changed == {k.split(".", 1)[1] for k in row.overrides}, row.key
         assert cfg.neuropictor.multi_subject_pretraining == row.multi, row.key
-    assert row_settings("params.yaml", {}, TABLE2[-1]).neuropictor == load_params().neuropictor
+    assert row_settings("params.yaml", {}, None, TABLE2[-1]).neuropictor == load_params().neuropictor
 
 
 def test_select_rows_keeps_table_order_and_names_unknown_rows():

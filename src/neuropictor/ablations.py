@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings, load_params
+from .config import ParamsError, Settings, load_params, notebook_overrides
 from .decoding import build_neuropictor, decoding_data, load_model, save_model, train_neuropictor
 
 
@@ -47,17 +47,16 @@ ROW_KEYS = tuple(r.key for r in TABLE2)
 
 def select_rows(keys) -> list[Row]:
     """The rows named in `ablations.rows`, in Table 2's order; an unknown key is an error."""
-    from .config import ParamsError
-
     unknown = [k for k in keys if k not in ROW_KEYS]
     if unknown:
         raise ParamsError(f"params.ablations.rows has unknown row(s) {unknown}; known: {list(ROW_KEYS)}")
     return [r for r in TABLE2 if r.key in set(keys)]
 
 
-def row_settings(params_file: str | Path, base_overrides: dict, row: Row) -> Settings:
-    """The settings a row trains under: the params file, the notebook's overrides, the row's."""
-    return load_params(params_file, {**base_overrides, **row.overrides})
+def row_settings(params_file: str | Path, overrides: dict, smoke: bool | None, row: Row) -> Settings:
+    """The settings a row trains under: the params file, the notebook's parameters
+    (`overrides`, `smoke`), then the row's overrides."""
+    return load_params(params_file, {**notebook_overrides(overrides, smoke), **row.overrides})
 
 
 # The switches each training stage reads (as the DVC stages' params list them)

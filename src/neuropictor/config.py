@@ -424,12 +424,17 @@ def as_dict(settings: Settings) -> dict:
     return dataclasses.asdict(settings)
 
 
+def notebook_overrides(overrides: dict, smoke: bool | None) -> dict:
+    """A notebook's parameters as params overrides: its dotted keys, plus `smoke` when set."""
+    return dict(overrides, **({} if smoke is None else {"smoke": smoke}))
+
+
 def notebook_setup(params_file: str | Path, smoke: bool | None, overrides: dict, figures: str,
                    show: tuple[str, ...] = ("seed", "world", "smoke")) -> tuple[Settings, Path]:
     """What every notebook's settings cell does: load params (the notebook's parameters cell
     may override `smoke` and any dotted key), print the sections `show`, and make the
     notebook's figure folder. Returns (settings, figure folder)."""
-    cfg = load_params(params_file, dict(overrides, **({} if smoke is None else {"smoke": smoke})))
+    cfg = load_params(params_file, notebook_overrides(overrides, smoke))
     fig_dir = cfg.path("figures") / figures
     fig_dir.mkdir(parents=True, exist_ok=True)
     settings = as_dict(cfg)

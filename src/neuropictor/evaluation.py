@@ -6,11 +6,33 @@ and Table 2 (notebook 06) both do.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
 import torch
 
 from .config import Settings
 from .metrics import evaluate
+from .models.foundation import images_of
 from .sample import decode, reconstruct
+
+
+class HeldOut(NamedTuple):
+    ids: np.ndarray  # nsd_id per test row
+    maps: np.ndarray  # (n, H, W) float32 flatmaps
+    images: torch.Tensor  # (n, 3, H, W) stimuli in [0, 1]
+
+
+def held_out(prepared, subject: int) -> HeldOut:
+    """A subject's shared test split: the image ids, the subject's flatmaps and the stimuli."""
+    ids = prepared.rows(subject, "test").nsd_id.to_numpy()
+    return HeldOut(ids, np.asarray(prepared.flatmaps(subject, "test"), dtype=np.float32), images_of(prepared, ids))
+
+
+def split_metrics(columns) -> tuple[list[str], list[str]]:
+    """Metric columns -> (the Table 1 suite, the synthetic world's attribute metrics)."""
+    attribute = [c for c in columns if "accuracy" in c or "error" in c]
+    return [c for c in columns if c not in attribute], attribute
 
 
 def sampling_steps(cfg: Settings) -> int:
