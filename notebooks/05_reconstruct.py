@@ -48,7 +48,7 @@ T0 = time.time()
 
 # %%
 from neuropictor.data.prep import Prepared
-from neuropictor.decoding import build_neuropictor, caption_states, decoding_data, load_model
+from neuropictor.decoding import build_neuropictor, caption_states, decoding_data, load_model, reference_captions
 from neuropictor.evaluation import held_out, reconstruct_images, sampling_steps, score_reconstructions, split_metrics
 from neuropictor.models.foundation import load_world_foundation
 from neuropictor.models.ridge import ridge_baseline
@@ -81,11 +81,15 @@ img2img = StableDiffusionImg2ImgPipeline(**found.pipe.components)
 empty = caption_states(found.pipe, [""])
 
 
+readout = {}  # subject -> method -> its semantic condition for the test scans (n, L_T, d_T)
+
+
 def ridge_reconstruct(subject):
     train = decoding_data(cfg, prepared, found, [subject], "train")
     z_hat, c_hat = ridge_baseline(np.asarray(prepared.voxels(subject, "train")), train.z0, train.states,
                                   np.asarray(prepared.voxels(subject, "test")), cfg.prep.ridge.alphas,
                                   folds=0)  # 0: efficient leave-one-out over the alphas
+    readout[subject]["Takagi & Nishimoto (ridge)"] = c_hat
     out = img2img(image=z_hat, prompt_embeds=c_hat, negative_prompt_embeds=empty.expand(len(c_hat), -1, -1),
                   strength=R.ridge_strength, num_inference_steps=sampling_steps(cfg), guidance_scale=R.guidance,
                   generator=torch.Generator().manual_seed(cfg.seed), output_type="pt")
@@ -103,6 +107,9 @@ for s in subjects:
     pretrained = load_model(cfg.path("models") / "pretrain", build_neuropictor(cfg, found, mask, "pretrain"))
     if s == subjects[0]:
         refined0 = refined  # kept for the alpha sweep and the swap below
+    with torch.no_grad():
+        readout[s] = {"NeuroPictor": refined.conditions(torch.as_tensor(maps))[1],
+                      "NeuroPictor (w/o ft)": pretrained.conditions(torch.as_tensor(maps))[1]}
     recs[s] = {"NeuroPictor": sample(refined, maps), "NeuroPictor (w/o ft)": sample(pretrained, maps),
                "Takagi & Nishimoto (ridge)": ridge_reconstruct(s)}
     for method, rec in recs[s].items():
@@ -132,10 +139,49 @@ if attr_cols:
     print((table_dir / "table1_attributes.md").read_text())
 
 # %% [markdown]
-# ## Figure 5: stimuli and reconstructions
+# ## The semantic readouts
+# How much of the caption states' variance over the test images (R^2, all L_T x d_T numbers,
+# against their test mean) each method's semantic condition explains: NeuroPictor's F~txt
+# (the HLGN's output that L_sem fits) and the ridge baseline's decoded text condition c.
 
 # %%
 s0 = subjects[0]
+test_states = {s: caption_states(found.pipe, reference_captions(cfg, prepared, tests[s].ids)) for s in subjects}
+
+
+def r2(pred, target):
+    pred, target = pred.flatten(1).double(), target.flatten(1).double()
+    return float(1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum())
+
+
+semantic_r2 = pd.DataFrame([{"subject": s, "method": m, "R2": r2(c, test_states[s])}
+                            for s in subjects for m, c in readout[s].items()])
+semantic_r2 = semantic_r2.pivot(index="method", columns="subject", values="R2").loc[list(readout[subjects[0]])]
+semantic_r2["average"] = semantic_r2.mean(1)
+print(semantic_r2.round(3))
+
+# %% [markdown]
+# Each semantic condition alone, drawn by the frozen text-to-image pipeline (no LLMN, no
+# img2img; subject 1's test scans): the true caption states are the ceiling the UNet allows.
+
+# %%
+with torch.no_grad():
+    conditions0 = {"true caption states": test_states[s0],
+                   "NeuroPictor F^sem": refined0.conditions(torch.as_tensor(tests[s0].maps))[2],
+                   "ridge c": readout[s0]["Takagi & Nishimoto (ridge)"]}
+text_only = {}
+for name, c in conditions0.items():
+    drawn = found.pipe(prompt_embeds=c, negative_prompt_embeds=empty.expand(len(c), -1, -1),
+                       num_inference_steps=sampling_steps(cfg), guidance_scale=R.guidance,
+                       generator=torch.Generator().manual_seed(cfg.seed), output_type="pt").images.float().clamp(0, 1)
+    text_only[name] = score(tests[s0].images, drawn, tests[s0].ids)
+text_only = pd.DataFrame(text_only).T
+print(text_only.round(3))
+
+# %% [markdown]
+# ## Figure 5: stimuli and reconstructions
+
+# %%
 ids0, maps0, gt0 = tests[s0]
 n = min(R.n_figure, len(ids0))
 methods = ["NeuroPictor", "NeuroPictor (w/o ft)", "Takagi & Nishimoto (ridge)"]
@@ -225,8 +271,10 @@ if synthetic:
         swap["position error vs recipient (swapped)"] <= swap["position error vs recipient (unswapped)"])
 for k, ok in bars.items():
     print(f"{'PASS' if ok else 'FAIL'}  {k}")
-metrics = {"average": avg, "alpha_sweep": sweep.reset_index().to_dict(orient="records"), "swap": swap,
-           "bars": bars, "minutes": round((time.time() - T0) / 60, 2)}
+semantic = {m: {"average": row["average"], **{f"subject {s}": row[s] for s in subjects}}
+            for m, row in semantic_r2.iterrows()}
+metrics = {"average": avg, "semantic_readout_r2": semantic, "semantic_condition_alone": text_only.to_dict(orient="index"), "alpha_sweep": sweep.reset_index().to_dict(orient="records"),
+           "swap": swap, "bars": bars, "minutes": round((time.time() - T0) / 60, 2)}
 save_json(cfg.path("metrics") / "reconstruction.json", metrics)
 out = cfg.path("reconstructions")
 out.mkdir(parents=True, exist_ok=True)

@@ -40,8 +40,11 @@ def test_pipeline_notebooks_smoke(tmp_path):
     assert found["bars"]["identical images: PixCorr 1, SSIM 1, identification 100 %"]
     for name in ("pipeline/model_index.json", "clip/config.json", "standins/standins.json"):
         assert (tmp_path / "foundation" / name).exists()
-    for name in ("vae_reconstructions.png", "text_to_image.png"):
+    for name in ("vae_reconstructions.png", "text_to_image.png", "noise_level_probe.png"):
         assert (tmp_path / "figures" / "foundation" / name).exists()
+    kept = found["text_to_image"]["probes"]["img2img"]
+    assert sorted(kept) == ["0.2", "0.4", "0.6", "0.8"]
+    assert all(0 <= v <= 1 for m in kept.values() for v in m.values())
 
     run_notebook("notebooks/03_encoder.py", tmp_path / "reports" / "03.ipynb",
                  {"PARAMS_FILE": str(params)}, log_output=False)
@@ -60,6 +63,11 @@ def test_pipeline_notebooks_smoke(tmp_path):
     rec = json.loads((tmp_path / "metrics" / "reconstruction.json").read_text())
     assert set(rec["average"]) == {"NeuroPictor", "NeuroPictor (w/o ft)", "Takagi & Nishimoto (ridge)"}
     assert "CLIP†" in rec["average"]["NeuroPictor"] and "shape accuracy" in rec["average"]["NeuroPictor"]
+    readout = rec["semantic_readout_r2"]
+    assert set(readout) == set(rec["average"]) and all(set(r) == {"average", "subject 1", "subject 2", "subject 5",
+                                                                   "subject 7"} for r in readout.values())
+    assert all(r["average"] <= 1 for r in readout.values())  # R^2 of a prediction never exceeds 1
+    assert set(rec["semantic_condition_alone"]) == {"true caption states", "NeuroPictor F^sem", "ridge c"}
     table = (tmp_path / "tables" / "table1.md").read_text()
     assert "AlexNet(2)†" in table and "NeuroPictor (w/o ft)" in table
     for name in ("fig5_reconstructions.png", "fig1_alpha_sweep.png", "fig2_swap.png"):
