@@ -129,7 +129,7 @@ table_dir = cfg.path("tables")
 caption = (f"Table 1 (synthetic world): shared test images, average of subjects {subjects}. "
            "† = in-world stand-in network.")
 write_table(average[suite], table_dir / "table1", caption)
-write_table(per_subject[suite].rename(index=str), table_dir / "table1_per_subject",
+write_table(per_subject[suite].reset_index("subject").astype({"subject": str}), table_dir / "table1_per_subject",
             "Table 1 per subject (synthetic world).")
 if attr_cols:
     write_table(average[attr_cols], table_dir / "table1_attributes",
