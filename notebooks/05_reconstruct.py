@@ -77,29 +77,27 @@ def score(gt, rec, ids):
 # %%
 from diffusers import StableDiffusionImg2ImgPipeline
 
-img2img = StableDiffusionImg2ImgPipeline(**found.pipe.components)
+img2img = StableDiffusionImg2ImgPipeline(**found.pipe.components, requires_safety_checker=False)
 empty = caption_states(found.pipe, [""])
 
 
-readout = {}  # subject -> method -> its semantic condition for the test scans (n, L_T, d_T)
-
-
 def ridge_reconstruct(subject):
+    """-> (images, the decoded text condition c (n, L_T, d_T))"""
     train = decoding_data(cfg, prepared, found, [subject], "train")
     z_hat, c_hat = ridge_baseline(np.asarray(prepared.voxels(subject, "train")), train.z0, train.states,
                                   np.asarray(prepared.voxels(subject, "test")), cfg.prep.ridge.alphas,
                                   folds=0)  # 0: efficient leave-one-out over the alphas
-    readout[subject]["Takagi & Nishimoto (ridge)"] = c_hat
     out = img2img(image=z_hat, prompt_embeds=c_hat, negative_prompt_embeds=empty.expand(len(c_hat), -1, -1),
                   strength=R.ridge_strength, num_inference_steps=sampling_steps(cfg), guidance_scale=R.guidance,
                   generator=torch.Generator().manual_seed(cfg.seed), output_type="pt")
-    return out.images.float().clamp(0, 1)
+    return out.images.float().clamp(0, 1), c_hat
 
 # %% [markdown]
 # ## Reconstruct and score every subject
 
 # %%
 rows, recs, tests = [], {}, {}
+readout = {}  # subject -> method -> its semantic condition for the test scans (n, L_T, d_T)
 for s in subjects:
     t = time.time()
     tests[s] = ids, maps, gt = held_out(prepared, s)
@@ -107,11 +105,13 @@ for s in subjects:
     pretrained = load_model(cfg.path("models") / "pretrain", build_neuropictor(cfg, found, mask, "pretrain"))
     if s == subjects[0]:
         refined0 = refined  # kept for the alpha sweep and the swap below
+    ridge_images, ridge_c = ridge_reconstruct(s)
     with torch.no_grad():
         readout[s] = {"NeuroPictor": refined.conditions(torch.as_tensor(maps))[1],
-                      "NeuroPictor (w/o ft)": pretrained.conditions(torch.as_tensor(maps))[1]}
+                      "NeuroPictor (w/o ft)": pretrained.conditions(torch.as_tensor(maps))[1],
+                      "Takagi & Nishimoto (ridge)": ridge_c}
     recs[s] = {"NeuroPictor": sample(refined, maps), "NeuroPictor (w/o ft)": sample(pretrained, maps),
-               "Takagi & Nishimoto (ridge)": ridge_reconstruct(s)}
+               "Takagi & Nishimoto (ridge)": ridge_images}
     for method, rec in recs[s].items():
         rows.append({"subject": s, "method": method, **score(gt, rec, ids)})
     print(f"subject {s}: {time.time() - t:.0f} s")
@@ -273,8 +273,10 @@ for k, ok in bars.items():
     print(f"{'PASS' if ok else 'FAIL'}  {k}")
 semantic = {m: {"average": row["average"], **{f"subject {s}": row[s] for s in subjects}}
             for m, row in semantic_r2.iterrows()}
-metrics = {"average": avg, "semantic_readout_r2": semantic, "semantic_condition_alone": text_only.to_dict(orient="index"), "alpha_sweep": sweep.reset_index().to_dict(orient="records"),
-           "swap": swap, "bars": bars, "minutes": round((time.time() - T0) / 60, 2)}
+metrics = {"average": avg, "semantic_readout_r2": semantic,
+           "semantic_condition_alone": text_only.to_dict(orient="index"),
+           "alpha_sweep": sweep.reset_index().to_dict(orient="records"), "swap": swap, "bars": bars,
+           "minutes": round((time.time() - T0) / 60, 2)}
 save_json(cfg.path("metrics") / "reconstruction.json", metrics)
 out = cfg.path("reconstructions")
 out.mkdir(parents=True, exist_ok=True)

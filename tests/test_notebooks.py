@@ -67,7 +67,12 @@ def test_pipeline_notebooks_smoke(tmp_path):
     assert set(readout) == set(rec["average"]) and all(set(r) == {"average", "subject 1", "subject 2", "subject 5",
                                                                    "subject 7"} for r in readout.values())
     assert all(r["average"] <= 1 for r in readout.values())  # R^2 of a prediction never exceeds 1
-    assert set(rec["semantic_condition_alone"]) == {"true caption states", "NeuroPictor F^sem", "ridge c"}
+    alone = rec["semantic_condition_alone"]
+    assert set(alone) == {"true caption states", "NeuroPictor F^sem", "ridge c"}
+    # F^sem drawn by diffusers' pipeline is our sampler at alpha 0 (same noise, same DDIM)
+    alpha0 = next(r for r in rec["alpha_sweep"] if r["alpha"] == 0)
+    for metric in ("PixCorr", "SSIM", "CLIP†"):
+        assert alone["NeuroPictor F^sem"][metric] == pytest.approx(alpha0[metric], abs=1e-6)
     table = (tmp_path / "tables" / "table1.md").read_text()
     assert "AlexNet(2)†" in table and "NeuroPictor (w/o ft)" in table
     for name in ("fig5_reconstructions.png", "fig1_alpha_sweep.png", "fig2_swap.png"):
