@@ -45,6 +45,7 @@ def test_pipeline_notebooks_smoke(tmp_path):
     kept = found["text_to_image"]["probes"]["img2img"]
     assert sorted(kept) == ["0.2", "0.4", "0.6", "0.8"]
     assert all(0 <= v <= 1 for m in kept.values() for v in m.values())
+    _t2i_experiment_on(params, tmp_path / "experiments" / "t2i_shape.json")
 
     run_notebook("notebooks/03_encoder.py", tmp_path / "reports" / "03.ipynb",
                  {"PARAMS_FILE": str(params)}, log_output=False)
@@ -120,3 +121,27 @@ def test_world_tagged_cells_run_only_in_their_world(tmp_path):
     assert "train_vae(" in src(synthetic) and "load_world_foundation(cfg)" not in src(synthetic)
     assert "train_vae(" not in src(paper) and "load_world_foundation(cfg)" in src(paper)
     assert "notebook_setup(" in src(paper) and "notebook_setup(" in src(synthetic)  # untagged cells stay
+
+
+def _t2i_experiment_on(params, out):
+    """experiments/t2i_shape.py on the smoke world's finished foundation stage: every variant
+    runs, the record is complete and its numbers are shares."""
+    import importlib.util
+
+    from neuropictor.config import PROJ_ROOT
+
+    spec = importlib.util.spec_from_file_location("t2i_shape", PROJ_ROOT / "experiments" / "t2i_shape.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    names = script.VARIANTS + script.EXTRA
+    script.main(["--params", str(params), "--variants", ",".join(names), "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert record["complete"] and sorted(record["variants"]) == sorted(names)
+    for name, result in record["variants"].items():
+        assert 0 <= result["shape"] <= 1 and 0 <= result["shape_and_colour"] <= result["colour"], name
+    assert len(record["variants"]["sampler"]["grid"]) == 4
+    assert record["variants"]["latent_8x8x16"]["vae_psnr_db"] > 0
+    assert record["variants"]["memorise_64"]["n_images"] <= 64  # the smoke world may hold fewer
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    with pytest.raises(SystemExit):  # a misspelt variant is refused before anything runs
+        script.main(["--params", str(params), "--variants", "baseline,negclips", "--out", str(out)])
