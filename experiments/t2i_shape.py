@@ -365,7 +365,6 @@ def main(argv=None) -> None:
     unknown = [v for v in names if v not in VARIANTS + EXTRA]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS + EXTRA)}")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.time()
     ctx = context(load_params(args.params), args.steps)
     out = Path(args.out)
