@@ -220,13 +220,20 @@ def negclip_loss(words: torch.Tensor, first_share: float):
 
 
 # ------------------------------------------------------------------ the variants
-def v_baseline(ctx):
+def train_stage_recipe(ctx, z: torch.Tensor, ids: torch.Tensor, steps: int):
+    """A UNet trained on (latents, caption ids) exactly as stage 02 trains its own (project
+    code: foundation.diffusion_loss on the saved text tower), for `steps` steps."""
     te = ctx.found.pipe.text_encoder
-    unet = stage_unet(ctx, ctx.z_train)
-    sched = schedules(ctx)[0]
-    fit(unet, fd.diffusion_loss(sched, empty_states(ctx, te), ctx.P.unet.empty_caption_rate, te, ctx.P.unet.snr_gamma),
-        TensorBatches(ctx.z_train, ctx.ids_train), train_cfg(ctx, ctx.P.unet, 2, ctx.unet_steps), desc="unet")
-    images = draw(ctx, ctx.vae, te, unet)
+    unet = stage_unet(ctx, z)
+    fit(unet, fd.diffusion_loss(schedules(ctx)[0], empty_states(ctx, te), ctx.P.unet.empty_caption_rate, te,
+                                ctx.P.unet.snr_gamma),
+        TensorBatches(z, ids), train_cfg(ctx, ctx.P.unet, 2, steps), desc="unet")
+    return unet
+
+
+def v_baseline(ctx):
+    unet = train_stage_recipe(ctx, ctx.z_train, ctx.ids_train, ctx.unet_steps)
+    images = draw(ctx, ctx.vae, ctx.found.pipe.text_encoder, unet)
     return score(ctx, images), images
 
 
@@ -314,15 +321,11 @@ def v_latent_8x8x16(ctx):
 
 
 def v_memorise_64(ctx, n: int = 64):
-    te = ctx.found.pipe.text_encoder
-    z, ids = ctx.z_train[:n], ctx.ids_train[:n]
-    unet = stage_unet(ctx, z)
-    fit(unet, fd.diffusion_loss(schedules(ctx)[0], empty_states(ctx, te), ctx.P.unet.empty_caption_rate, te,
-                                ctx.P.unet.snr_gamma),
-        TensorBatches(z, ids), train_cfg(ctx, ctx.P.unet, 2, 3 * ctx.unet_steps), desc="unet")
-    images = draw(ctx, ctx.vae, te, unet, captions=ctx.train_full[:n])
+    steps = 3 * ctx.unet_steps
+    unet = train_stage_recipe(ctx, ctx.z_train[:n], ctx.ids_train[:n], steps)
+    images = draw(ctx, ctx.vae, ctx.found.pipe.text_encoder, unet, captions=ctx.train_full[:n])
     result = score(ctx, images, ctx.train_attrs.iloc[:n].reset_index(drop=True))
-    return dict(result, n_images=len(z), unet_steps=3 * ctx.unet_steps), images, ctx.x_train[:n]
+    return dict(result, n_images=len(images), unet_steps=steps), images, ctx.x_train[:n]
 
 
 # ------------------------------------------------------------------ main
