@@ -13,14 +13,14 @@ from neuropictor.config import PROJ_ROOT, load_params  # noqa: E402
 
 
 def smoke_overrides(root: Path) -> dict:
-    """Params overrides that point every path into `root` and select the smoke sizes."""
+    """Params overrides that point every output path into `root` and select the smoke sizes.
+    `paths.foundation` stays: the smoke world uses the shipped foundation, as `make repro` does."""
     return {
         "smoke": True,
         "paths.synthetic_root": str(root / "synthetic"),
         "paths.nsd_root": str(root / "synthetic" / "nsd"),
         "paths.corpus_root": str(root / "synthetic" / "corpus"),
         "paths.prepared": str(root / "prepared"),
-        "paths.foundation": str(root / "foundation"),
         "paths.encoder": str(root / "encoder"),
         "paths.models": str(root / "models"),
         "paths.reconstructions": str(root / "reconstructions"),

@@ -35,17 +35,14 @@ def test_pipeline_notebooks_smoke(tmp_path):
     run_notebook("notebooks/02_foundation.py", tmp_path / "reports" / "02.ipynb",
                  {"PARAMS_FILE": str(params)}, log_output=False)
     found = json.loads((tmp_path / "metrics" / "foundation.json").read_text())
-    assert set(found["bars"]) >= {"VAE PSNR >= 28 dB", "CLIP top-1 retrieval >= 80 %", "stage <= 12 min"}
-    # the metric sanity holds whatever the training length: it tests the suite, not the models
+    assert found["shipped"]["files"] >= 10 and found["shipped"]["corpus_scenes"] >= 10_000
+    # the metric sanity holds whatever the models: it tests the suite
     assert found["bars"]["identical images: PixCorr 1, SSIM 1, identification 100 %"]
-    for name in ("pipeline/model_index.json", "clip/config.json", "standins/standins.json"):
-        assert (tmp_path / "foundation" / name).exists()
-    for name in ("vae_reconstructions.png", "text_to_image.png", "noise_level_probe.png"):
-        assert (tmp_path / "figures" / "foundation" / name).exists()
-    kept = found["text_to_image"]["probes"]["img2img"]
-    assert sorted(kept) == ["0.2", "0.4", "0.6", "0.8"]
-    assert all(0 <= v <= 1 for m in kept.values() for v in m.values())
-    _t2i_experiment_on(params, tmp_path / "experiments" / "t2i_shape.json")
+    # the shipped models do their jobs on the smoke world's stimuli, which they never saw
+    assert found["attribute_classifier"]["shape accuracy"] > 0.8 and found["vae"]["psnr_db"] > 25
+    assert found["text_to_image"]["colour"] > 0.5  # chance is 1/6
+    for name in ("vae_reconstructions.png", "text_to_image.png"):
+        assert (tmp_path / "figures" / "foundation" / name).stat().st_size > 10_000
 
     run_notebook("notebooks/03_encoder.py", tmp_path / "reports" / "03.ipynb",
                  {"PARAMS_FILE": str(params)}, log_output=False)
@@ -109,7 +106,7 @@ def test_failed_notebook_is_kept_aside(tmp_path):
 
 
 def test_world_tagged_cells_run_only_in_their_world(tmp_path):
-    """Stage 02 trains in the synthetic world and only checks SD-2.1 in the paper world."""
+    """Stage 02 loads the shipped foundation in the synthetic world and SD-2.1 in the paper world."""
     import jupytext
 
     from neuropictor.nb import _cells_for_world
@@ -118,30 +115,6 @@ def test_world_tagged_cells_run_only_in_their_world(tmp_path):
     synthetic = _cells_for_world(nb.cells, {"PARAMS_FILE": str(write_params(tmp_path))})
     paper = _cells_for_world(nb.cells, {"PARAMS_FILE": str(write_params(tmp_path)), "OVERRIDES": {"world": "nsd"}})
     src = lambda cells: "\n".join(c.source for c in cells)  # noqa: E731
-    assert "train_vae(" in src(synthetic) and "load_world_foundation(cfg)" not in src(synthetic)
-    assert "train_vae(" not in src(paper) and "load_world_foundation(cfg)" in src(paper)
+    assert "check_manifest(" in src(synthetic) and "load_world_foundation(cfg)" not in src(synthetic)
+    assert "check_manifest(" not in src(paper) and "load_world_foundation(cfg)" in src(paper)
     assert "notebook_setup(" in src(paper) and "notebook_setup(" in src(synthetic)  # untagged cells stay
-
-
-def _t2i_experiment_on(params, out):
-    """experiments/t2i_shape.py on the smoke world's finished foundation stage: every variant
-    runs, the record is complete and its numbers are shares."""
-    import importlib.util
-
-    from neuropictor.config import PROJ_ROOT
-
-    spec = importlib.util.spec_from_file_location("t2i_shape", PROJ_ROOT / "experiments" / "t2i_shape.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    names = script.VARIANTS + script.EXTRA
-    script.main(["--params", str(params), "--variants", ",".join(names), "--out", str(out)])
-    record = json.loads(out.read_text())
-    assert record["complete"] and sorted(record["variants"]) == sorted(names)
-    for name, result in record["variants"].items():
-        assert 0 <= result["shape"] <= 1 and 0 <= result["shape_and_colour"] <= result["colour"], name
-    assert len(record["variants"]["sampler"]["grid"]) == 4
-    assert record["variants"]["latent_8x8x16"]["vae_psnr_db"] > 0
-    assert record["variants"]["memorise_64"]["n_images"] <= 64  # the smoke world may hold fewer
-    assert out.with_suffix(".png").stat().st_size > 10_000
-    with pytest.raises(SystemExit):  # a misspelt variant is refused before anything runs
-        script.main(["--params", str(params), "--variants", "baseline,negclips", "--out", str(out)])

@@ -111,3 +111,17 @@ def test_same_params_same_world(world, tmp_path):
     first, second = digest(root / "synthetic"), digest(tmp_path / "synthetic")
     assert first.keys() == second.keys() and len(first) > 100
     assert [k for k in first if first[k] != second[k]] == []
+
+
+def test_primary_object_is_strictly_the_largest():
+    """Otherwise "the primary object" of a scene with two equally large objects could not be
+    read from the image, and the attribute metrics would judge a coin toss."""
+    from neuropictor.data.stimuli import SIZES
+
+    rng = np.random.default_rng(11)
+    counts = {1: 0, 2: 0, 3: 0}
+    for _ in range(2000):
+        sizes = [SIZES[o["size"]] for o in sample_scene(rng).objects]
+        assert all(sizes[0] > s for s in sizes[1:]), sizes
+        counts[len(sizes)] += 1
+    assert all(n > 50 for n in counts.values())  # scenes of one, two and three objects all occur

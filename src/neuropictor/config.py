@@ -48,9 +48,10 @@ class Paths:
     synthetic_root: str = "data/synthetic"  # what the synthetic-world stage writes
     generic_input: str | None = None  # world "generic": one .npz/.h5/.mat (see README)
     prepared: str = "data/prepared"
-    foundation: str = "data/foundation"  # synthetic world: the trained foundation models
+    foundation: str = "foundation/weights"  # synthetic world: the shipped foundation models
     encoder: str = "data/encoder"  # the pretrained fMRI encoder (stage 03)
     models: str = "data/models"  # NeuroPictor checkpoints: pretrain/, refine/subjXX/
+    checkpoints: str = "data/checkpoints"  # training state of stages 03-04 (resume; not a DVC output)
     reconstructions: str = "data/reconstructions"  # sampled test images per subject and model
     tables: str = "tables"
     sd_folder: str = "weights/stable-diffusion-2-1"  # paper world: SD-2.1 diffusers folder
@@ -122,27 +123,39 @@ class Prep:
 
 
 @dataclass(frozen=True)
+class CorpusParams:
+    """The foundation's own procedural corpus (the role LAION plays): scenes of the world's
+    stimulus generator under a seed of its own, never the NSD-like world's test images."""
+
+    seed: int = 20240318  # not the world's seed: the corpus and the experiment never share scenes
+    scenes: int = 60000  # scenes rendered for training (index 0 .. scenes - 1)
+    held_out: int = 300  # quality checks: the last scenes of the index range, never trained on
+    smoke_scenes: int = 96  # with smoke on
+
+
+@dataclass(frozen=True)
 class VAEParams:
     channels: tuple[int, ...] = (16, 32, 64)  # len - 1 halvings: 64 px -> 16 x 16 latents
     latent_channels: int = 4
     norm_groups: int = 4
     object_weight: float = 9.0  # extra loss weight of object pixels (objects carry the content)
-    steps: int = 800
-    batch_size: int = 16
-    lr: float = 3e-3
+    steps: int = 2500
+    batch_size: int = 32
+    lr: float = 2e-3
 
 
 @dataclass(frozen=True)
 class CLIPParams:
     width: int = 128  # text and image towers
-    layers: int = 3
+    layers: int = 6  # >= 6: NeuralDiffuser's guidance reads several depths of the image tower
     heads: int = 4
     embed_dim: int = 128
     max_length: int = 32  # tokens per caption (L_T)
     patch: int = 8  # image tower patch size
     full_caption_share: float = 0.5  # share of steps pairing an image with its full caption
-    steps: int = 400
-    batch_size: int = 64
+    shape_negatives: bool = True  # each image also meets its caption with another shape (NegCLIP)
+    steps: int = 2000
+    batch_size: int = 128
     lr: float = 1e-3
 
 
@@ -154,31 +167,52 @@ class UNetParams:
     snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (e.g. 5.0); null = plain MSE
     prediction: str = "v_prediction"  # epsilon | v_prediction (what SD-2.1 predicts)
     zero_terminal_snr: bool = True  # betas rescaled so t = T is pure noise (needs v_prediction)
-    steps: int = 800
+    ema: float = 0.999  # EMA of the weights; the shipped UNet is the average
+    steps: int = 12000
     batch_size: int = 32
     lr: float = 1e-3
+    eval_every: int = 1500  # learning curve: text-to-image read by the classifier
+    eval_captions: int = 100
+
+
+@dataclass(frozen=True)
+class HVAEParams:
+    """The hierarchical (VDVAE-style) VAE the GRU decoder and Brain-Diffuser-style baseline use."""
+
+    resolutions: tuple[int, ...] = (1, 4, 8, 16)
+    groups: tuple[int, ...] = (2, 4, 8, 17)  # 31 groups; the first 15 end at the first 16 x 16 one
+    width: int = 64
+    pixel_width: int = 32
+    z_dim: int = 8
+    sigma: float = 0.1  # Gaussian likelihood std (images in [-1, 1])
+    steps: int = 1500
+    batch_size: int = 16
+    lr: float = 2e-3
 
 
 @dataclass(frozen=True)
 class StandinParams:
     width: int = 16  # AttributeNet (AlexNet / Inception stand-ins, attribute classifier)
     second_width: int = 24  # a second AttributeNet, other seed (EffNet-B stand-in)
-    steps: int = 800
+    steps: int = 6000
     batch_size: int = 64
     lr: float = 3e-3
 
 
 @dataclass(frozen=True)
 class Foundation:
-    """Stage 02. Synthetic world: train the VAE, CLIP pair, text-to-image UNet and the
-    metric stand-ins. Paper world: check SD-2.1 and the metric weights under paths."""
+    """The synthetic foundation (`make foundation`, foundation/dvc.yaml): trained once on its
+    own corpus and shipped under paths.foundation. The paper world loads SD-2.1 instead."""
 
+    corpus: CorpusParams = field(default_factory=CorpusParams)
     vae: VAEParams = field(default_factory=VAEParams)
     clip: CLIPParams = field(default_factory=CLIPParams)
     unet: UNetParams = field(default_factory=UNetParams)
+    hvae: HVAEParams = field(default_factory=HVAEParams)
     standins: StandinParams = field(default_factory=StandinParams)
     sample_steps: int = 25  # DDIM steps of the text-to-image check
     guidance: float = 5.0  # classifier-free guidance scale
+    checkpoints: str = "foundation/checkpoints"  # resumable training state (not shipped)
     smoke_steps: int = 3  # with smoke on, every model trains only this many steps
 
 
@@ -323,6 +357,14 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ParamsError(f"{where} must be an integer, got {value!r}.")
         return value
     if tp is float:
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None:
+                raise ParamsError(f"{where} is the text {value!r}, not a number: YAML reads an exponent "
+                                  f"without a dot (1e-3) as text. Write {number!r} instead.")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{where} must be a number, got {value!r}.")
         return float(value)
@@ -385,9 +427,100 @@ def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None
     return settings
 
 
+# Ranges of numeric keys, by dotted-key pattern (fnmatch): (test, what the value must be).
+# Checked at load time, before any work starts, so a batch size of 0 cannot train NaNs for
+# twenty steps and save them, and a typed-by-hand rate cannot run silently out of range.
+_AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+_POSITIVE = (lambda v: v > 0, "greater than 0")
+_NON_NEGATIVE = (lambda v: v >= 0, "0 or more")
+_SHARE = (lambda v: 0 <= v <= 1, "between 0 and 1")
+RANGES: tuple[tuple[str, tuple], ...] = (
+    ("seed", _NON_NEGATIVE), ("*.seed", _NON_NEGATIVE),
+    ("*.steps", _AT_LEAST_1), ("*.batch_size", _AT_LEAST_1), ("*.lr", _POSITIVE),
+    ("*.width", _AT_LEAST_1), ("*.*_width", _AT_LEAST_1), ("*.heads", _AT_LEAST_1), ("*.layers", _AT_LEAST_1),
+    ("*.depth", _AT_LEAST_1), ("*.*_depth", _AT_LEAST_1), ("*.patch", _AT_LEAST_1), ("*.z_dim", _AT_LEAST_1),
+    ("*.embed_dim", _AT_LEAST_1), ("*.max_length", _AT_LEAST_1), ("*.latent_channels", _AT_LEAST_1),
+    ("*.norm_groups", _AT_LEAST_1), ("*.channels", _AT_LEAST_1), ("*.resolutions", _AT_LEAST_1),
+    ("*.groups", _NON_NEGATIVE),
+    ("synthetic.*.n_*", _AT_LEAST_1), ("synthetic.*.trials_per_session", _AT_LEAST_1),
+    ("synthetic.*.corpus_maps_per_subject", _AT_LEAST_1), ("*.image_size", (lambda v: v >= 16, "at least 16")),
+    ("*.voxel_size_mm", _POSITIVE), ("synthetic.visual_field_deg", _POSITIVE), ("synthetic.signal_psc", _POSITIVE),
+    ("synthetic.noise_psc", _NON_NEGATIVE), ("synthetic.snr_range", _POSITIVE),
+    ("synthetic.session_offset_psc", _NON_NEGATIVE), ("synthetic.session_gain_sd", _NON_NEGATIVE),
+    ("synthetic.anatomy_jitter", _NON_NEGATIVE), ("prep.volume_beta_scale", _POSITIVE),
+    ("prep.flatmap_margin", (lambda v: 0 <= v < 0.5, "0 or more and below 0.5")), ("prep.n_workers", _AT_LEAST_1),
+    ("prep.min_repeats", _AT_LEAST_1), ("prep.ridge.alphas", _POSITIVE),
+    ("prep.ridge.folds", (lambda v: v >= 2, "at least 2")),
+    ("foundation.corpus.*", _AT_LEAST_1), ("foundation.vae.object_weight", _NON_NEGATIVE),
+    ("*_rate", _SHARE), ("*_share", _SHARE), ("*.ema", (lambda v: 0 <= v < 1, "0 or more and below 1")),
+    ("foundation.unet.snr_gamma", _POSITIVE), ("foundation.unet.eval_every", _NON_NEGATIVE),
+    ("foundation.unet.eval_captions", _AT_LEAST_1), ("foundation.hvae.sigma", _POSITIVE),
+    ("foundation.sample_steps", _AT_LEAST_1), ("*.guidance", _NON_NEGATIVE), ("foundation.smoke_steps", _AT_LEAST_1),
+    ("encoder.holdout_corpus_subjects", _AT_LEAST_1), ("neuropictor.lambda_sem", _NON_NEGATIVE),
+    ("reconstruction.alpha", _NON_NEGATIVE), ("reconstruction.alpha_sweep", _NON_NEGATIVE),
+    ("reconstruction.ridge_strength", (lambda v: 0 < v <= 1, "above 0 and at most 1")),
+    ("reconstruction.n_figure", _AT_LEAST_1),
+)
+
+
+def _check_ranges(tree: dict, bad, prefix: str = "") -> None:
+    import fnmatch
+
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _check_ranges(value, bad, dotted + ".")
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not numbers:
+            continue
+        for pattern, (ok, what) in RANGES:
+            if fnmatch.fnmatchcase(dotted, pattern):
+                wrong = [v for v in numbers if not ok(v)]
+                if wrong:
+                    shown = value if len(values) == 1 and not isinstance(value, (list, tuple)) else list(values)
+                    bad(f"params.{dotted} is {shown!r}; it must be {what}"
+                        f"{' (every entry)' if isinstance(value, (list, tuple)) else ''}.")
+                break  # the first matching pattern rules
+
+
 def _validate(s: Settings, path: Path) -> None:
     def bad(msg: str) -> None:
         raise ParamsError(f"{path}: {msg}")
+
+    _check_ranges(as_dict(s), bad)
+    for name, sizes in (("default", s.synthetic.default), ("smoke", s.synthetic.smoke)):
+        if s.prep.min_repeats > sizes.n_repeats:
+            bad(f"params.prep.min_repeats is {s.prep.min_repeats} but the {name} world shows each image only "
+                f"{sizes.n_repeats} times (synthetic.{name}.n_repeats): no image would be kept. Lower min_repeats.")
+        if sizes.image_size != s.prep.image_size and s.world == "synthetic":
+            bad(f"params.synthetic.{name}.image_size ({sizes.image_size}) differs from prep.image_size "
+                f"({s.prep.image_size}); the shipped foundation works at 64 px: set both to the same size.")
+    if s.prep.flatmap_size % s.encoder.patch:
+        bad(f"params.prep.flatmap_size ({s.prep.flatmap_size}) is not a multiple of encoder.patch "
+            f"({s.encoder.patch}): the encoder cuts the flatmap into patches. Change one of them.")
+    if s.encoder.width % s.encoder.heads or s.encoder.decoder_width % s.encoder.heads:
+        bad(f"params.encoder.width ({s.encoder.width}) and decoder_width ({s.encoder.decoder_width}) must be "
+            f"multiples of encoder.heads ({s.encoder.heads}).")
+    F = s.foundation
+    if F.unet.prediction not in ("epsilon", "v_prediction"):
+        bad(f"params.foundation.unet.prediction is '{F.unet.prediction}'; use epsilon or v_prediction.")
+    if F.unet.zero_terminal_snr and F.unet.prediction != "v_prediction":
+        bad("params.foundation.unet.zero_terminal_snr needs prediction: v_prediction (at SNR 0 the noise equals "
+            "the noisy latent, so epsilon prediction learns nothing there); set one or the other.")
+    if F.clip.width % F.clip.heads:
+        bad(f"params.foundation.clip.width ({F.clip.width}) must be a multiple of clip.heads ({F.clip.heads}).")
+    if s.prep.image_size % F.clip.patch:
+        bad(f"params.foundation.clip.patch ({F.clip.patch}) must divide prep.image_size ({s.prep.image_size}).")
+    if any(c % F.vae.norm_groups for c in F.vae.channels):
+        bad(f"params.foundation.vae.channels {list(F.vae.channels)} must be multiples of vae.norm_groups "
+            f"({F.vae.norm_groups}).")
+    if len(F.hvae.groups) != len(F.hvae.resolutions) or sum(F.hvae.groups) < 1:
+        bad(f"params.foundation.hvae.groups {list(F.hvae.groups)} must give a count for each of the "
+            f"{len(F.hvae.resolutions)} resolutions {list(F.hvae.resolutions)}, at least one group in all.")
+    if s.reconstruction.alpha_sweep == ():
+        bad("params.reconstruction.alpha_sweep is empty; give at least one control scale, e.g. [0.0, 1.0].")
 
     if s.world not in WORLDS:
         bad(f"params.world is '{s.world}'; use one of {', '.join(WORLDS)}.")

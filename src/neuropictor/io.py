@@ -41,20 +41,40 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+OUTPUT_MARKER = ".neuropictor-output"  # in every folder atomic_dir writes: "this project made it"
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder; it replaces `path` (whole) only on success."""
+    """Yield a temporary folder; it replaces `path` (whole) only on success.
+
+    Only a folder this project wrote (it holds `OUTPUT_MARKER`) or an empty one is ever
+    replaced: an output key pointed at a folder of the user's files (`paths.encoder: weights`)
+    stops before any work, naming the folder, instead of deleting it."""
     path = Path(path)
+    _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield tmp
+        (tmp / OUTPUT_MARKER).write_text("written by neuropictor; replaced whole when its stage runs again\n")
+        _check_replaceable(path)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _check_replaceable(path: Path) -> None:
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise DataError(f"{path} is a {'link' if path.is_symlink() else 'file'}, not an output folder of this "
+                        "project; it is left as it is. Point the params key that names it at a new folder.")
+    if path.is_dir() and any(path.iterdir()) and not (path / OUTPUT_MARKER).exists():
+        raise DataError(f"{path} holds files this project did not write (no {OUTPUT_MARKER} in it), so it is not "
+                        "replaced. Point the params key that names it at a new or empty folder, or move the files "
+                        "away yourself.")
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:

@@ -6,9 +6,12 @@
   seeded with (seed, s), so a resumed run sees exactly the batches it would have seen, and N
   processes split the same global batch (process k takes rows k, k+N, ...): 1 process and N
   processes follow the same trajectory.
-- **Checkpoints** are safetensors (model, optimizer and scheduler tensors) plus a JSON of
+- **Checkpoints** are safetensors (model, optimizer and scheduler tensors, EMA) plus a JSON of
   everything else; nothing is unpickled. `out_dir/checkpoint/` is replaced atomically every
-  `ckpt_every` steps; a killed run started again resumes from it.
+  `ckpt_every` steps; a killed run started again resumes from it, to the same weights (the
+  loss's random draws are seeded by step), and refuses a checkpoint written with other
+  settings, naming them. Stages keep `out_dir` outside their DVC outputs (DVC deletes those
+  before a stage runs): `paths.checkpoints/<stage>-<hash of its settings>/`.
 - Runs under `accelerate launch` (DDP, mixed precision) unchanged; on CPU it is plain PyTorch.
 """
 from __future__ import annotations
@@ -39,6 +42,9 @@ class TrainConfig:
     ckpt_every: int = 200
     log_every: int = 50
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (GPU)
+    ema: float = 0.0  # > 0: keep an exponential moving average of the weights (diffusers'
+    #                   EMAModel, with its 1 - (1 + s) / (10 + s) warm-up); the model ends with it
+    eval_every: int = 0  # > 0: call `evaluate(model)` this often (on the EMA weights) into history
 
 
 class TensorBatches:
@@ -54,6 +60,19 @@ class TensorBatches:
 
     def __getitem__(self, rows):
         return tuple(t[rows] for t in self.tensors)
+
+
+def checkpoint_dir(root: str | Path, name: str, *settings) -> Path:
+    """`root/<name>-<hash of settings>`: where a stage keeps its training state, outside its
+    DVC outputs. Everything that shapes the run goes into `settings` (dataclasses, dicts,
+    numbers), so changed settings start a new folder instead of resuming an old run."""
+    import hashlib
+
+    def plain(x):
+        return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
+
+    key = json.dumps([plain(x) for x in settings], sort_keys=True, default=str)
+    return Path(root) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def batch_indices(n: int, step: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -96,35 +115,63 @@ def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, step: int,
-                    history: list, cfg: TrainConfig) -> None:
+                    history: list, cfg: TrainConfig, ema=None) -> None:
     with atomic_dir(path) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        ema_step = None
+        if ema is not None:
+            save_file({f"ema.{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)}, str(tmp / "ema.safetensors"))
+            ema_step = ema.optimization_step
         (tmp / "state.json").write_text(json.dumps({
-            "step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+            "step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "ema_step": ema_step,
             "history": history, "config": dataclasses.asdict(cfg)}))
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> tuple[int, list]:
-    state = json.loads((path / "state.json").read_text())
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
-                                                   state["optimizer"]))
-    scheduler.load_state_dict(state["scheduler"])
+def _check_resumable(path: Path, state: dict, cfg: TrainConfig) -> None:
+    """A checkpoint resumes only the run that wrote it: same steps, batch, lr, seed, ..."""
+    recorded = state.get("config", {})
+    wanted = dataclasses.asdict(cfg)
+    differ = [k for k in wanted if k not in ("ckpt_every", "log_every") and recorded.get(k) != wanted[k]]
+    if differ:
+        detail = ", ".join(f"{k}: {recorded.get(k)!r} there, {wanted[k]!r} now" for k in differ)
+        raise ValueError(f"The checkpoint {path} was written with other settings ({detail}). Resuming it would "
+                         f"mix two runs; delete {path} to start this run from scratch, or restore those settings.")
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, cfg: TrainConfig | None = None,
+                    ema=None) -> tuple[int, list]:
+    try:
+        state = json.loads((path / "state.json").read_text())
+        if cfg is not None:
+            _check_resumable(path, state, cfg)
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
+                                                       state["optimizer"]))
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            shadow = load_file(str(path / "ema.safetensors"))
+            ema.shadow_params = [shadow[f"ema.{i}"] for i in range(len(ema.shadow_params))]
+            ema.optimization_step = state["ema_step"]
+    except (OSError, KeyError, RuntimeError, json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"The checkpoint {path} cannot be resumed ({type(err).__name__}: {err}). It is damaged or "
+                         f"was written by another model; delete {path} to start this run from scratch.") from err
     return state["step"], state["history"]
 
 
 # ---------------------------------------------------------------- the loop
 def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
         out_dir: str | Path | None = None, desc: str = "train",
-        stop_after: int | None = None) -> list[dict]:
+        stop_after: int | None = None, evaluate: Callable | None = None) -> list[dict]:
     """Train `model` by minimising `loss_fn(model, batch)`; returns the loss history.
 
     `dataset[idx]` must accept a LongTensor of row indices and return a batch (tensor or
     tuple of tensors); `loss_fn` returns a scalar mean over the batch's rows (so shards
     average to the global batch's loss). `stop_after` ends early after that many steps of
-    this call, as a kill would (used by the resume test).
+    this call, as a kill would (used by the resume test). `evaluate(model) -> dict` is called
+    every `cfg.eval_every` steps and at the end (with the EMA weights when `cfg.ema` is on);
+    its numbers join the history (a learning curve).
     """
     from accelerate import Accelerator
 
@@ -133,11 +180,32 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    ema = None
+    if cfg.ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(params, decay=cfg.ema)
     start, history = 0, []
     ckpt = Path(out_dir) / "checkpoint" if out_dir is not None else None
     if ckpt is not None and (ckpt / "state.json").exists():
-        start, history = load_checkpoint(ckpt, model, optimizer, scheduler)
+        start, history = load_checkpoint(ckpt, model, optimizer, scheduler, cfg, ema)
         accelerator.print(f"{desc}: resuming from step {start} ({ckpt})")
+
+    def run_evaluation(done: int) -> None:
+        if evaluate is None:
+            return
+        if ema is not None:
+            ema.store(params)
+            ema.copy_to(params)
+        model.eval()
+        with torch.no_grad():
+            numbers = evaluate(accelerator.unwrap_model(model))
+        model.train()
+        if ema is not None:
+            ema.restore(params)
+        history.append({"step": done, **numbers})
+        accelerator.print(f"{desc} step {done}: " + ", ".join(f"{k} {v:.3g}" for k, v in numbers.items()))
+
     model, optimizer = accelerator.prepare(model, optimizer)
     n_proc, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % n_proc:
@@ -150,6 +218,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
     for step in bar:
         done = step + 1
         rows = batch_indices(n, step, cfg.batch_size, cfg.seed)[rank::n_proc]
+        # the loss's own draws (noise, timesteps, dropped captions) are a function of (seed,
+        # step, process) too, so a resumed run continues exactly as the uninterrupted one
+        torch.manual_seed((cfg.seed * 1_000_003 + step) * 64 + rank)
         batch = dataset[rows]
         batch = tuple(b.to(accelerator.device) for b in batch) if isinstance(batch, tuple) else batch.to(accelerator.device)
         with accelerator.autocast():
@@ -160,15 +231,21 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
             accelerator.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.step(params)
         running.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
         if done % cfg.log_every == 0 or done == cfg.steps:
             history.append({"step": done, "loss": sum(running) / len(running)})
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
             running = []
+        if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+            run_evaluation(done)
         if ckpt is not None and accelerator.is_main_process and (done % cfg.ckpt_every == 0 or done == cfg.steps):
-            save_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler, done, history, cfg)
+            save_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler, done, history, cfg, ema)
         if stop_after is not None and done - start >= stop_after:
             break
     accelerator.wait_for_everyone()
+    if ema is not None:
+        ema.copy_to(params)
     model.eval()
     return history

@@ -1,8 +1,8 @@
 """Procedural stimuli of the synthetic world: scenes of 1-3 objects with known attributes.
 
 Each scene has a background and 1-3 objects, each of a shape, colour, size and position.
-The first object is the *primary* one: the largest, drawn last (fully visible) and named in
-every caption, so "the caption's shape and colour" is well defined for evaluation.
+The first object is the *primary* one: strictly the largest, drawn last (fully visible) and
+named in every caption, so "the caption's shape and colour" is well defined for evaluation.
 """
 from __future__ import annotations
 
@@ -33,8 +33,15 @@ class Scene:
 
 
 def sample_scene(rng: np.random.Generator) -> Scene:
-    n = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
-    sizes = sorted(rng.choice(list(SIZES), size=n), key=lambda s: -SIZES[s])
+    """The primary object is strictly larger than every other one, so "the primary object"
+    can be read from the image alone (with two equally large objects it could not, and no
+    classifier could judge a reconstruction's primary shape on those scenes)."""
+    order = sorted(SIZES, key=SIZES.get)  # small, medium, large
+    primary = str(rng.choice(order))
+    smaller = order[:order.index(primary)]
+    n = min(int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2])), len(smaller) + 1)
+    sizes = [primary] + sorted((str(s) for s in rng.choice(smaller, size=n - 1)), key=lambda s: -SIZES[s]) \
+        if n > 1 else [primary]
     objects = []
     for size in sizes:
         r = SIZES[size]

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..train import TensorBatches, TrainConfig, fit
 
 
 @dataclass(frozen=True)
@@ -76,13 +75,6 @@ def vae_loss(object_weight: float):
     return loss
 
 
-def train_vae(images: torch.Tensor, spec: VAESpec, cfg: TrainConfig, out_dir: Path | None = None):
-    """images: (n, 3, H, W) in [-1, 1]."""
-    vae = build_vae(spec, images.shape[-1])
-    history = fit(vae, vae_loss(spec.object_weight), TensorBatches(images), cfg, out_dir, desc="vae")
-    return vae, history
-
-
 def images_of(prepared, nsd_ids) -> torch.Tensor:
     """Stimuli of a `data.prep.Prepared` tree as a float tensor (n, 3, H, W) in [0, 1]."""
     return torch.from_numpy(np.asarray(prepared.images(nsd_ids))).permute(0, 3, 1, 2).float() / 255
@@ -95,14 +87,6 @@ def image_latents(vae, images: torch.Tensor, scale: float | None = None, batch: 
     scale = vae.config.scaling_factor if scale is None else scale
     return torch.cat([vae.encode(2 * images[s:s + batch] - 1).latent_dist.mean
                       for s in range(0, len(images), batch)]) * scale
-
-
-def unit_latents(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, float]:
-    """Latents of images in [0, 1] scaled to unit variance, and that scale (what diffusers
-    stores as the VAE's `scaling_factor`): `(z * scale, scale)`."""
-    z = image_latents(vae, images, scale=1.0, batch=batch)
-    scale = float(1.0 / z.std())
-    return z * scale, scale
 
 
 # --------------------------------------------------------------------------- CLIP pair
@@ -143,18 +127,40 @@ def clip_loss(first_share: float | None = None):
     return loss
 
 
+def clip_negatives_loss(first_share: float | None = None):
+    """InfoNCE of CLIPModel where each image also meets hard negatives (NegCLIP, Yuksekgonul
+    et al. 2023): batches are (images, caption ids (n, k, L), negative ids (n, m, L)); one
+    negative per image (e.g. its full caption with another shape) joins the text side, so
+    the towers must tell shapes apart, not only scenes."""
+    def loss(clip, batch):
+        images, ids, negatives = batch
+        n = len(images)
+        text = torch.cat([pick_caption(ids, first_share), pick_caption(negatives)])
+        img = F.normalize(_features(clip.get_image_features(pixel_values=clip_pixels(images))), dim=-1)
+        txt = F.normalize(_features(clip.get_text_features(input_ids=text)), dim=-1)
+        logits = clip.logit_scale.exp() * img @ txt.T  # (n, 2n)
+        target = torch.arange(n, device=images.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :n].T, target)) / 2
+    return loss
+
+
+def _features(out):
+    """transformers 5 returns a tensor or a model output whose pooler_output is the projection."""
+    return out if torch.is_tensor(out) else out.pooler_output
+
+
 @torch.no_grad()
 def clip_embed_images(clip, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     clip.eval()
     out = [clip.get_image_features(pixel_values=clip_pixels(images[s:s + batch])) for s in range(0, len(images), batch)]
-    return F.normalize(torch.cat([o if torch.is_tensor(o) else o.pooler_output for o in out]), dim=-1)
+    return F.normalize(torch.cat([_features(o) for o in out]), dim=-1)
 
 
 @torch.no_grad()
 def clip_embed_text(clip, ids: torch.Tensor, batch: int = 256) -> torch.Tensor:
     clip.eval()
     out = [clip.get_text_features(input_ids=ids[s:s + batch]) for s in range(0, len(ids), batch)]
-    return F.normalize(torch.cat([o if torch.is_tensor(o) else o.pooler_output for o in out]), dim=-1)
+    return F.normalize(torch.cat([_features(o) for o in out]), dim=-1)
 
 
 def clip_retrieval(clip, images: torch.Tensor, ids: torch.Tensor) -> float:
@@ -231,16 +237,6 @@ def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float, text
         err = (unet(noisy, t, encoder_hidden_states=states).sample - diffusion_target(scheduler, z0, noise, t)) ** 2
         return (snr_weights(scheduler, t, snr_gamma) * err.flatten(1).mean(1)).mean()
     return loss
-
-
-@torch.no_grad()
-def state_spread(text_encoder, tokenizer, captions: list[str]) -> float:
-    """How far the text tower's token states of `captions` (e.g. one template with one word
-    varied) lie from their mean, relative to their norm: the UNet's view of that word."""
-    ids = tokenizer(captions, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                    return_tensors="pt").input_ids
-    h = text_encoder(input_ids=ids).last_hidden_state.flatten(1)
-    return float((h - h.mean(0)).norm(dim=1).mean() / h.norm(dim=1).mean())
 
 
 def noise_schedule(kind: str = "ddpm", train_timesteps: int = 1000, prediction_type: str = "epsilon",
@@ -364,3 +360,72 @@ def load_world_foundation(cfg) -> FoundationModels:
     for module in (pipe.vae, pipe.text_encoder, pipe.unet):
         module.requires_grad_(False)
     return FoundationModels(pipe=pipe, clip=None, standins={}, weights=cfg.path("weights"))
+
+
+# --------------------------------------------------------------------------- checks and manifest
+@torch.no_grad()
+def text_to_image_check(pipe, captions: list[str], attrs, classifier, steps: int, guidance: float,
+                        seed: int, batch: int = 50):
+    """Draw one image per caption through `pipe` (DDIM, classifier-free guidance) and read its
+    primary object with the attribute classifier. Returns (scores, images, predictions):
+    shape / colour / size accuracy against `attrs` (the captions' scenes) and shape & colour."""
+    from .standins import attribute_metrics, predict_attributes
+
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.cat([pipe(captions[s:s + batch], num_inference_steps=steps, guidance_scale=guidance,
+                             generator=generator, output_type="pt").images.float().clamp(0, 1)
+                        for s in range(0, len(captions), batch)])
+    pred = predict_attributes(classifier, images)
+    m = attribute_metrics(pred, attrs)
+    both = float(((pred["shape"].to_numpy() == attrs["shape_0"].to_numpy())
+                  & (pred["colour"].to_numpy() == attrs["colour_0"].to_numpy())).mean())
+    scores = {"shape": m["shape accuracy"], "colour": m["colour accuracy"], "size": m["size accuracy"],
+              "shape_and_colour": both}
+    return scores, images, pred
+
+
+MANIFEST = "manifest.json"
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` (relative POSIX paths), the manifest itself excepted."""
+    import hashlib
+
+    out = {}
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name != MANIFEST):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        out[path.relative_to(root).as_posix()] = h.hexdigest()
+    return out
+
+
+def check_manifest(root: str | Path) -> dict:
+    """The shipped foundation's manifest, after checking every file's sha256 against it.
+    A missing, extra or changed file stops with its name and how to restore it."""
+    import json
+
+    from ..io import DataError
+
+    root = Path(root)
+    path = root / MANIFEST
+    fix = ("Restore the shipped files (`git checkout -- " + str(root) + "`) or retrain them with "
+           "`make foundation`.")
+    if not path.exists():
+        raise DataError(f"{root} has no {MANIFEST}: it is not a finished foundation. {fix}")
+    try:
+        manifest = json.loads(path.read_text())
+        recorded = manifest["files"]
+    except (ValueError, KeyError) as err:
+        raise DataError(f"{path} is not a readable manifest ({err}). {fix}") from err
+    actual = file_hashes(root)
+    missing = sorted(set(recorded) - set(actual))
+    extra = sorted(set(actual) - set(recorded))
+    changed = sorted(k for k in set(recorded) & set(actual) if recorded[k] != actual[k])
+    if missing or extra or changed:
+        detail = "; ".join(f"{what}: {', '.join(names[:5])}" for what, names in
+                           (("missing", missing), ("not in the manifest", extra), ("changed", changed)) if names)
+        raise DataError(f"The foundation under {root} does not match its manifest ({detail}). {fix}")
+    return manifest
