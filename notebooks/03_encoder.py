@@ -29,6 +29,7 @@ SMOKE = None
 OVERRIDES = {}
 
 # %%
+import shutil
 import time
 
 import numpy as np
@@ -64,7 +65,7 @@ print(f"corpus: {len(people)} subjects, {len(corpus)} maps; training on {len(peo
 # ## Train
 
 # %%
-from neuropictor.decoding import encoder_spec
+from neuropictor.decoding import encoder_spec, stage_checkpoint
 from neuropictor.models.fmri_encoder import FlatmapMAE, mae_loss, recon_correlation, save_encoder
 from neuropictor.train import TensorBatches, TrainConfig, fit
 
@@ -73,10 +74,12 @@ steps = cfg.steps(e.steps)
 model = FlatmapMAE(encoder_spec(cfg), torch.from_numpy(mask))
 print(f"encoder + decoder: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; "
       f"S^r = {model.tokens('full')} x {model.width}")
+checkpoints = stage_checkpoint(cfg, "encoder", cfg.path("prepared"))  # outside DVC's outputs: a kill resumes
 history = fit(model, mae_loss, TensorBatches(corpus[~held]),
               TrainConfig(steps=steps, batch_size=e.batch_size, lr=e.lr, seed=cfg.seed, warmup=min(100, steps // 10),
-                          log_every=50), desc="guide-token MAE")
+                          log_every=50), checkpoints, desc="guide-token MAE")
 save_encoder(cfg.path("encoder"), model)
+shutil.rmtree(checkpoints, ignore_errors=True)  # complete: the saved encoder is the stage's output
 
 # %% [markdown]
 # ## Reconstruction of unseen maps

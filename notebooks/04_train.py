@@ -24,8 +24,9 @@
 # Loss L_dif + lambda L_sem (lambda 0.1); 5 % of F^sem replaced by the empty caption.
 # The Table 2 switches are keys under `neuropictor:` in params.yaml.
 #
-# Training runs on `neuropictor.train.fit` (accelerate): checkpoints every 100 steps under the
-# output folder's `checkpoint/`; a killed run started again resumes there.
+# Training runs on `neuropictor.train.fit` (accelerate): checkpoints every 100 steps under
+# `paths.checkpoints` (outside the stage's DVC outputs, which DVC deletes before a rerun); a
+# killed `dvc repro` started again resumes there, to the same weights.
 
 # %% tags=["parameters"]
 PARAMS_FILE = "params.yaml"
@@ -54,7 +55,8 @@ T0 = time.time()
 
 # %%
 from neuropictor.data.prep import Prepared
-from neuropictor.decoding import build_neuropictor, decoding_data, load_model, save_model, train_neuropictor
+from neuropictor.decoding import (build_neuropictor, decoding_data, load_model, save_model, stage_checkpoint,
+                                  train_neuropictor)
 from neuropictor.models.foundation import load_world_foundation
 
 prepared = Prepared(cfg.path("prepared"))
@@ -86,7 +88,10 @@ if trained:
     data = decoding_data(cfg, prepared, found, subjects, "train")
     print(f"{len(data.maps)} flatmap-image pairs")
     loop = NP.pretrain if STAGE == "pretrain" else NP.refine
-    history = train_neuropictor(model, data, loop, cfg.seed, out, desc=name,
+    inputs = [cfg.path("prepared"), cfg.path("encoder")] + ([cfg.path("foundation") / "manifest.json"]
+                                                             if cfg.world == "synthetic" else [])
+    inputs += [cfg.path("models") / "pretrain"] if STAGE == "refine" else []
+    history = train_neuropictor(model, data, loop, cfg.seed, stage_checkpoint(cfg, name, *inputs), desc=name,
                                 smoke_steps=cfg.foundation.smoke_steps if cfg.smoke else None)
 save_model(out, model, {"stage": STAGE, "subjects": subjects, "trained": trained, "history": history})
 result = {"trained": trained, "subjects": subjects, "minutes": round((time.time() - T0) / 60, 2),

@@ -23,6 +23,7 @@ def smoke_overrides(root: Path) -> dict:
         "paths.prepared": str(root / "prepared"),
         "paths.encoder": str(root / "encoder"),
         "paths.models": str(root / "models"),
+        "paths.checkpoints": str(root / "checkpoints"),
         "paths.reconstructions": str(root / "reconstructions"),
         "paths.tables": str(root / "tables"),
         "paths.figures": str(root / "figures"),

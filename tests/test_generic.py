@@ -70,7 +70,7 @@ def test_generic_defaults_and_session_zscore(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"images": np.zeros((30, 32, 32), np.uint8)}, r"'images' must be \(n_images, H, W, 3\)"),
+    ({"images": np.zeros((30, 32, 32, 2), np.uint8)}, r"'images' must be \(n_images, H, W, 3\)"),
     ({"fmri": np.zeros((60,), np.float32)}, r"'fmri' must be \(n_trials, n_voxels\)"),
     ({"fmri": np.full((60, 4), np.nan, np.float32)}, "NaN/inf"),
     ({"trial_image": np.full(60, 99)}, "must index images 0..29"),

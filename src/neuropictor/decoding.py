@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .config import Loop, Settings
-from .io import DataError, atomic_dir
+from .io import DataError, atomic_dir, read_safetensors
 from .models.fmri_encoder import EncoderSpec, FlatmapMAE, load_encoder
 from .models.foundation import image_latents, images_of
 from .models.neuropictor import ModelSwitches, NeuroPictor, neuropictor_loss
@@ -107,12 +107,33 @@ def build_neuropictor(cfg: Settings, found, mask: np.ndarray, stage: str) -> Neu
     return NeuroPictor(encoder, pipe.unet, empty, scheduler, switches(cfg, stage))
 
 
-def train_neuropictor(model: NeuroPictor, data: DecodingData, loop: Loop, seed: int, out_dir: Path | None,
+def stage_checkpoint(cfg: Settings, name: str, *inputs: Path) -> Path:
+    """Where a training stage keeps its resumable state: under `paths.checkpoints`, outside
+    the stage's DVC outputs (DVC deletes those before it reruns a stage, so a checkpoint
+    there could never be resumed), keyed by the settings and a fingerprint of the input
+    files, so a rerun on other settings or data starts afresh instead of resuming."""
+    from .config import as_dict
+    from .io import fingerprint
+    from .train import checkpoint_dir
+
+    settings = as_dict(cfg)
+    return checkpoint_dir(cfg.path("checkpoints"), name, settings["neuropictor"], settings["encoder"],
+                          settings["prep"], cfg.seed, cfg.smoke, fingerprint(*inputs))
+
+
+def train_neuropictor(model: NeuroPictor, data: DecodingData, loop: Loop, seed: int, checkpoints: Path | None,
                       desc: str, smoke_steps: int | None = None) -> list[dict]:
+    """Train through `train.fit`, resuming from `checkpoints` (see `stage_checkpoint`) if a
+    killed run left state there; the state is removed once the run is complete."""
+    import shutil
+
     steps = min(loop.steps, smoke_steps) if smoke_steps else loop.steps
     tc = TrainConfig(steps=steps, batch_size=loop.batch_size, lr=loop.lr, seed=seed, warmup=min(50, steps // 10),
                      ckpt_every=100, log_every=25)
-    return fit(model, neuropictor_loss, data.batches(), tc, out_dir, desc=desc)
+    history = fit(model, neuropictor_loss, data.batches(), tc, checkpoints, desc=desc)
+    if checkpoints is not None and Path(checkpoints).exists():
+        shutil.rmtree(checkpoints)
+    return history
 
 
 def save_model(path: Path, model: NeuroPictor, meta: dict) -> None:
@@ -127,5 +148,10 @@ def load_model(path: Path, model: NeuroPictor, strict: bool = True) -> NeuroPict
     if not (path / "model.safetensors").exists():
         raise DataError(f"No trained NeuroPictor at {path} (model.safetensors missing). Run the training "
                         "stage that writes it first (`dvc repro`).")
-    model.load_trainable(load_file(str(path / "model.safetensors")), strict=strict)
+    fix = f"Re-run the training stage that writes {path} (`dvc repro`); delete the folder first if it is damaged."
+    try:
+        model.load_trainable(read_safetensors(path / "model.safetensors", fix), strict=strict)
+    except RuntimeError as err:
+        raise DataError(f"{path / 'model.safetensors'} does not fit this model (other widths or switches?): "
+                        f"{str(err)[:300]}. {fix}") from err
     return model.eval()

@@ -106,3 +106,35 @@ def require_file(path: str | Path, what: str, fix: str) -> Path:
     if not path.exists():
         raise DataError(f"Missing {what}: expected {path}. {fix}")
     return path
+
+
+def fingerprint(*paths: str | Path) -> str:
+    """sha256 over the contents of files and folders (every file under a folder, by relative
+    path): what a stage's checkpoint key includes so that a rerun on changed inputs never
+    resumes training state made from the old ones."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in map(Path, paths):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def read_safetensors(path: str | Path, fix: str) -> dict:
+    """`safetensors.torch.load_file` with a missing, empty or truncated file reported as a
+    DataError naming the file and `fix` (e.g. "re-run stage X" or "delete checkpoint Y")."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"Missing {path}. {fix}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise DataError(f"{path} is not a readable safetensors file ({err}); it may be truncated. {fix}") from err

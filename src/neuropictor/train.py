@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -154,7 +155,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, cf
             shadow = load_file(str(path / "ema.safetensors"))
             ema.shadow_params = [shadow[f"ema.{i}"] for i in range(len(ema.shadow_params))]
             ema.optimization_step = state["ema_step"]
-    except (OSError, KeyError, RuntimeError, json.JSONDecodeError, TypeError) as err:
+    except (OSError, KeyError, RuntimeError, json.JSONDecodeError, TypeError, SafetensorError) as err:
         raise ValueError(f"The checkpoint {path} cannot be resumed ({type(err).__name__}: {err}). It is damaged or "
                          f"was written by another model; delete {path} to start this run from scratch.") from err
     return state["step"], state["history"]

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from ..io import DataError, atomic_dir
+from ..io import DataError, atomic_dir, read_safetensors
 
 OUTPUTS = ("full", "cls")
 _MISSING_FIX = "It is written by the encoder-pretraining stage: run `dvc repro encoder`."
@@ -218,13 +218,16 @@ def load_encoder(path: str | Path) -> FlatmapMAE:
     for name in ("config.json", "model.safetensors"):
         if not (path / name).exists():
             raise DataError(f"Missing fMRI encoder: expected {path / name}. {_MISSING_FIX}")
-    config = json.loads((path / "config.json").read_text())
-    spec = EncoderSpec(**config["spec"])
+    try:
+        config = json.loads((path / "config.json").read_text())
+        spec = EncoderSpec(**config["spec"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path / 'config.json'} is not a readable encoder config ({err}). {_MISSING_FIX}") from err
     size = (spec.image_size, spec.image_size)
     # placeholder mask of the right shape; load_state_dict fills in the stored one
-    model = FlatmapMAE(spec, torch.ones(size, dtype=torch.bool) if config["has_mask"] else None)
+    model = FlatmapMAE(spec, torch.ones(size, dtype=torch.bool) if config.get("has_mask") else None)
     try:
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        model.load_state_dict(read_safetensors(path / "model.safetensors", _MISSING_FIX))
     except RuntimeError as err:
         raise DataError(f"{path / 'model.safetensors'} does not match its config.json: {str(err)[:300]}. "
                         f"{_MISSING_FIX}") from err

@@ -325,24 +325,30 @@ def load_foundation(root: str | Path) -> FoundationModels:
     """The foundation stage's output folder -> FoundationModels (offline; eval mode)."""
     import json
 
-    from safetensors.torch import load_file
     from transformers import CLIPModel
 
-    from ..io import DataError
+    from ..io import DataError, read_safetensors
     from .pretrained import load_diffusion
     from .standins import AttributeNet
 
     root = Path(root)
+    fix = (f"The synthetic world's foundation is shipped in the repository: restore it with `git checkout -- {root}`, "
+           "or retrain it with `make foundation`.")
     if not (root / "standins" / "standins.json").exists():
-        raise DataError(f"{root} holds no finished foundation models (no standins/standins.json). "
-                        "Run `dvc repro foundation` (notebook 02) first.")
+        raise DataError(f"{root} holds no finished foundation models (no standins/standins.json). {fix}")
     pipe = load_diffusion(root / "pipeline")
-    clip = CLIPModel.from_pretrained(str(root / "clip"), local_files_only=True).eval()
-    nets = {}
-    for name, meta in json.loads((root / "standins" / "standins.json").read_text()).items():
-        net = AttributeNet(meta["width"])
-        net.load_state_dict(load_file(str(root / "standins" / f"{name}.safetensors")))
-        nets[name] = net.eval()
+    try:
+        clip = CLIPModel.from_pretrained(str(root / "clip"), local_files_only=True).eval()
+        nets = {}
+        for name, meta in json.loads((root / "standins" / "standins.json").read_text()).items():
+            net = AttributeNet(meta["width"])
+            net.load_state_dict(read_safetensors(root / "standins" / f"{name}.safetensors", fix))
+            nets[name] = net.eval()
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise DataError(f"{root}: the CLIP pair or the stand-ins cannot be loaded ({type(err).__name__}: "
+                        f"{str(err)[:300]}). {fix}") from err
     for module in (pipe.vae, pipe.text_encoder, pipe.unet, clip):
         module.requires_grad_(False)
     return FoundationModels(pipe=pipe, clip=clip, standins=nets)

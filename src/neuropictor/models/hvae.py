@@ -205,6 +205,7 @@ def load_hvae(path) -> HierarchicalVAE:
     import json
     from pathlib import Path
 
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from ..io import DataError
@@ -215,7 +216,7 @@ def load_hvae(path) -> HierarchicalVAE:
         spec = HVAESpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
         model = HierarchicalVAE(spec)
         model.load_state_dict(load_file(str(path / "model.safetensors")))
-    except (OSError, ValueError, RuntimeError, TypeError) as e:
+    except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as e:
         raise DataError(f"{path}: not a readable hierarchical VAE ({e}). Re-run `make foundation` "
                         "or restore the shipped files with `git checkout -- foundation/weights`.") from e
     return model.eval()

@@ -46,8 +46,13 @@ def load_diffusion(path: str | Path, dtype: torch.dtype = torch.float32):
     if not (path / "model_index.json").exists():
         raise DataError(f"{path} is not a diffusers pipeline folder (no model_index.json). Expected "
                         f"{SOURCES['sd21']}.")
-    return StableDiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=True,
-                                                   safety_checker=None, requires_safety_checker=False)
+    try:
+        return StableDiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=True,
+                                                       safety_checker=None, requires_safety_checker=False)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise DataError(f"{path}: the diffusion pipeline cannot be loaded ({type(err).__name__}: {str(err)[:300]}); "
+                        f"a file may be truncated or missing. Restore the folder ({SOURCES['sd21']} in the paper "
+                        "world; `git checkout -- foundation/weights` or `make foundation` in the synthetic one).") from err
 
 
 # OpenAI's CLIP weights were trained with QuickGELU, but open_clip's "ViT-L-14" config uses
