@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from neuropictor.io import OUTPUT_MARKER
 from neuropictor.train import TrainConfig, batch_indices, fit
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
@@ -45,7 +46,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=1e-6)
     # and the checkpoint holds only tensors + JSON (no pickle)
-    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "optimizer.safetensors", "state.json"}
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "optimizer.safetensors", "state.json",
+                                                OUTPUT_MARKER}
 
 
 @pytest.mark.slow
@@ -60,3 +62,53 @@ def test_two_processes_match_one(tmp_path):
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5)
     assert any(not torch.equal(v, torch.zeros_like(v)) for v in one.values())
+
+
+@pytest.mark.slow
+def test_stage_killed_under_dvc_repro_resumes_to_the_same_weights(tmp_path):
+    """`dvc repro` deletes a stage's outputs before running it, so a checkpoint kept there
+    could never be resumed; kept outside (paths.checkpoints), a stage killed midway (SIGKILL)
+    resumes on the next `dvc repro` and ends with the weights of an uninterrupted run."""
+    import json
+    import shutil
+    import signal
+    import time
+
+    scripts = Path(__file__).parent / "scripts"
+    env = {**os.environ, "PYTHONPATH": f"{scripts}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
+
+    def project(name):
+        root = tmp_path / name
+        root.mkdir()
+        shutil.copy(scripts / "train_stage.py", root / "train_stage.py")
+        (root / "dvc.yaml").write_text(f"stages:\n  train:\n    cmd: {sys.executable} train_stage.py\n"
+                                       "    deps: [train_stage.py]\n    outs: [out]\n")
+        subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True, env=env)
+        return root
+
+    def repro(root):
+        return subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    straight = project("straight")
+    assert repro(straight).returncode == 0
+    killed = project("killed")
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-q"], cwd=killed, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "checkpoints" / "probe" / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (state.exists() and json.loads(state.read_text())["step"] >= 20):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = json.loads(state.read_text())["step"]
+    assert 20 <= step < 60 and not (killed / "out" / "model.safetensors").exists()
+    second = repro(killed)
+    assert second.returncode == 0, second.stderr
+    a = load_file(straight / "out" / "model.safetensors")
+    b = load_file(killed / "out" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
+    # and it did resume: the run's own checkpoint history starts where the kill left it
+    assert json.loads(state.read_text())["step"] == 60
