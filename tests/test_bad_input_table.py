@@ -411,3 +411,37 @@ def test_params_values_never_reach_a_shell(tmp_path):
                          cwd=PROJ_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "is not one of neuropictor.refine_subjects" in run.stderr
     assert not canary.exists()
+
+
+# --------------------------------------------------------------------------- NSD-layout files
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    path.write_bytes(path.read_bytes()[:int(path.stat().st_size * keep)])
+
+
+NSD_FILES = [
+    ("truncated volume betas", lambda lay: _truncate(lay.volume_betas(1, 1)),
+     r"betas_session01\.nii\.gz cannot be read as a NIfTI/MGH image.*Download it again"),
+    ("empty surface betas", lambda lay: lay.surface_betas(1, 2, "left").write_bytes(b""),
+     r"lh\.betas_session02\.mgh cannot be read as a NIfTI/MGH image"),
+    ("truncated ROI", lambda lay: _truncate(lay.roi(1, "nsdgeneral"), 0.3), r"nsdgeneral\.nii\.gz cannot be read"),
+    ("truncated experiment design", lambda lay: _truncate(lay.expdesign), r"nsd_expdesign\.mat is not a readable"),
+    ("empty stimulus table", lambda lay: lay.stim_info.write_text(""), r"nsd_stim_info_merged\.csv is not a readable"),
+    ("truncated stimuli", lambda lay: _truncate(lay.stimuli, 0.3), r"nsd_stimuli\.hdf5 is not a readable HDF5"),
+]
+
+
+@pytest.mark.parametrize("name, damage, message", NSD_FILES, ids=[r[0] for r in NSD_FILES])
+def test_damaged_nsd_file_names_itself(world, tmp_path, name, damage, message):
+    import shutil
+
+    from neuropictor.data.nsd import NSDLayout
+
+    cfg, _ = world
+    nsd = tmp_path / "nsd"
+    shutil.copytree(cfg.path("nsd_root"), nsd)
+    damage(NSDLayout(nsd))
+    paths = dataclasses.replace(cfg.paths, nsd_root=str(nsd), prepared=str(tmp_path / "prepared"))
+    bad_cfg = dataclasses.replace(cfg, paths=paths, prep=dataclasses.replace(cfg.prep, subjects=(1,), n_workers=1))
+    with pytest.raises(DataError, match=message):
+        prepare(bad_cfg)
+    assert not (tmp_path / "prepared" / "index.csv").exists()

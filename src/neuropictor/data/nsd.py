@@ -116,7 +116,10 @@ def read_expdesign(layout: NSDLayout) -> ExpDesign:
 
 def read_stim_info(layout: NSDLayout) -> pd.DataFrame:
     path = require_file(layout.stim_info, "NSD stimulus table", GET_NSD)
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError) as err:  # pandas' EmptyDataError / ParserError are ValueErrors
+        raise DataError(f"{path} is not a readable CSV table ({err}). Download it again.") from err
     missing = {"cocoId", "cocoSplit", "shared1000"} - set(table.columns)
     if missing:
         raise DataError(f"{path} lacks column(s) {sorted(missing)}; is this nsd_stim_info_merged.csv?")
@@ -131,7 +134,11 @@ def read_stimuli(layout: NSDLayout, ids: np.ndarray, size: int | None = None) ->
 
     path = require_file(layout.stimuli, "NSD stimuli", GET_NSD)
     ids = np.asarray(ids, np.int64)
-    with h5py.File(path, "r") as fh:
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path} is not a readable HDF5 file ({err}); it may be truncated. Download it again.") from err
+    with fh:
         if "imgBrick" not in fh:
             raise DataError(f"{path} has no dataset 'imgBrick'; is this nsd_stimuli.hdf5?")
         brick = fh["imgBrick"]
@@ -186,14 +193,29 @@ def _check_betas(data: np.ndarray, path: Path) -> None:
                         "voxels out of the ROI before preparing.")
 
 
+def read_image(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A NIfTI / MGH file -> (data as stored, affine); a truncated or foreign file stops with
+    its path and the fix instead of a gzip or nibabel traceback."""
+    import zlib
+
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        img = nib.load(str(path))
+        return np.asanyarray(img.dataobj), img.affine
+    except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as err:
+        raise DataError(f"{path} cannot be read as a NIfTI/MGH image ({type(err).__name__}: {str(err)[:200]}); it "
+                        "may be truncated. Download it again (or regenerate the synthetic world: "
+                        "`dvc repro synthetic_world`).") from err
+
+
 def load_volume_session(path: Path, mask: np.ndarray, scale: float) -> np.ndarray:
     """One session of volume betas within `mask` -> (n_trials, n_voxels) percent signal change."""
     require_file(path, "volume betas", GET_NSD)
-    img = nib.load(str(path))
-    if len(img.shape) != 4 or img.shape[:3] != mask.shape:
-        raise DataError(f"{path} has shape {img.shape}; expected (X, Y, Z, trials) with X, Y, Z = "
+    raw, _ = read_image(path)  # int16 on disk: no float64 copy of the whole volume
+    if raw.ndim != 4 or raw.shape[:3] != mask.shape:
+        raise DataError(f"{path} has shape {raw.shape}; expected (X, Y, Z, trials) with X, Y, Z = "
                         f"{mask.shape} as in the subject's nsdgeneral ROI.")
-    raw = np.asanyarray(img.dataobj)  # int16 on disk: no float64 copy of the whole volume
     data = raw[mask].T.astype(np.float32)  # (trials, voxels)
     if np.issubdtype(raw.dtype, np.integer):
         data /= scale  # int16 betas are percent signal change x 300
@@ -215,7 +237,7 @@ def load_surface_session(layout: NSDLayout, subj: int, session: int) -> np.ndarr
     out = None
     for h, hemi in enumerate(("left", "right")):
         path = require_file(layout.surface_betas(subj, session, hemi), "surface betas", GET_NSD)
-        data = np.asanyarray(nib.load(str(path)).dataobj)
+        data, _ = read_image(path)
         data = to_fsaverage5(data.reshape(data.shape[0], -1), path)  # (vertices, trials)
         if out is None:
             out = np.empty((data.shape[1], 2 * FSAVERAGE5_VERTS), np.float32)
@@ -235,12 +257,11 @@ def read_fsaverage_label(layout: NSDLayout, name: str) -> np.ndarray:
         path = require_file(layout.fsaverage_label(name, hemi), f"fsaverage label '{name}'",
                             "It ships with NSD under nsddata/freesurfer/fsaverage/label; "
                             "or choose another prep.flatmap_roi.")
-        parts.append(to_fsaverage5(np.asanyarray(nib.load(str(path)).dataobj).ravel(), path))
+        parts.append(to_fsaverage5(read_image(path)[0].ravel(), path))
     return np.concatenate(parts)
 
 
 def read_roi(layout: NSDLayout, subj: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     """A subject's volume ROI -> (values (X, Y, Z), affine)."""
     path = require_file(layout.roi(subj, name), f"ROI '{name}' of subject {subj}", GET_NSD)
-    img = nib.load(str(path))
-    return np.asanyarray(img.dataobj), img.affine
+    return read_image(path)

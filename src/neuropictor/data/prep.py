@@ -25,7 +25,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -35,7 +34,7 @@ from ..io import DataError, atomic_path, save_json, save_npy
 from .flatmap import Flatmap, build_flatmap
 from .nsd import (NSDLayout, load_surface_session, load_volume_session, read_captions,
                   read_expdesign, read_fsaverage_label, read_roi, read_stim_info, read_stimuli,
-                  to_fsaverage5)
+                  read_image, to_fsaverage5)
 
 
 def zscore_rows(x: np.ndarray) -> np.ndarray:
@@ -172,7 +171,7 @@ def prepare_corpus(cfg: Settings, flat: Flatmap, out_root: Path) -> int:
             path = sub / f"{h}.rest.mgh"
             if not path.exists():
                 raise DataError(f"Missing {path}; each corpus participant needs lh.rest.mgh and rh.rest.mgh.")
-            data = np.asanyarray(nib.load(str(path)).dataobj)
+            data, _ = read_image(path)
             parts.append(to_fsaverage5(data.reshape(data.shape[0], -1), path).T.astype(np.float32))
         values = np.concatenate(parts, 1)
         if not np.isfinite(values).all():

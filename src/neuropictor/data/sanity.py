@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..models.ridge import cv_ridge_predict, r2_per_column
 from ..io import DataError, require_file
-from .nsd import NSDLayout, read_roi
+from .nsd import NSDLayout, read_image, read_roi
 from .prep import Prepared
 from .stimuli import COLOURS, SHAPES
 from .synthetic import noise_ceiling
@@ -61,12 +61,10 @@ def ridge_sanity(prepared: Prepared, subject, alphas, folds: int, seed: int,
 
 def noise_ceilings(layout: NSDLayout, subj: int, n_avg: int = 3) -> np.ndarray:
     """Noise ceiling (%) of every nsdgeneral voxel, from the subject's ncsnr volume."""
-    import nibabel as nib
-
     roi, _ = read_roi(layout, subj, "nsdgeneral")
     path = require_file(layout.volume_ncsnr(subj), f"ncsnr of subject {subj}",
                         "NSD ships it beside the betas (betas_fithrf_GLMdenoise_RR/ncsnr.nii.gz).")
-    ncsnr = np.asanyarray(nib.load(str(path)).dataobj)
+    ncsnr, _ = read_image(path)
     if ncsnr.shape != roi.shape:
         raise DataError(f"{path} has shape {ncsnr.shape} but the nsdgeneral ROI has {roi.shape}.")
     return noise_ceiling(ncsnr[roi > 0].astype(np.float64), n_avg)
