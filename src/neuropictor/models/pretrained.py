@@ -19,8 +19,8 @@ import torch
 from ..io import DataError
 
 SOURCES = {
-    "sd21": "the diffusers folder of stabilityai/stable-diffusion-2-1 (e.g. `huggingface-cli download "
-            "stabilityai/stable-diffusion-2-1 --local-dir PATH` on a machine with network access)",
+    "sd21": "the diffusers folder of stabilityai/stable-diffusion-2-1-base (e.g. `huggingface-cli download "
+            "stabilityai/stable-diffusion-2-1-base --local-dir PATH` on a machine with network access)",
     "ViT-H-14": "open_clip's laion2b_s32b_b79k checkpoint for ViT-H-14 (open_clip_pytorch_model.bin)",
     "ViT-L-14": "OpenAI's ViT-L/14 CLIP checkpoint as open_clip loads it (ViT-L-14.pt)",
     "alexnet": "torchvision's alexnet-owt-7be5be79.pth (AlexNet_Weights.IMAGENET1K_V1)",
