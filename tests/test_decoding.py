@@ -27,9 +27,12 @@ def test_ridge_baseline_recovers_a_linear_map():
     np.testing.assert_allclose(c_hat.flatten(1).numpy(), x_test @ w_c, atol=0.05)
 
 
-def test_pretraining_runs_without_the_auxiliary_encoder():
+def test_pretraining_runs_without_the_auxiliary_encoder_and_without_l_sem():
+    """As the released code trains: multi-subject pretraining has no auxiliary encoder and
+    L_sem weight 0; refining has both."""
     cfg = load_params()
     assert not switches(cfg, "pretrain").use_aux and switches(cfg, "refine").use_aux
+    assert switches(cfg, "pretrain").lambda_sem == 0.0 and switches(cfg, "refine").lambda_sem == 0.1
     off = load_params(overrides={"neuropictor.use_aux": False, "neuropictor.lambda_sem": 0.0})
     assert not switches(off, "refine").use_aux and switches(off, "refine").lambda_sem == 0.0
 
@@ -65,3 +68,31 @@ def test_reference_captions_are_the_full_captions(prepared):
     all_caps = prep.captions()
     for i, c in zip(ids, caps):
         assert c in all_caps[int(i)] and c.endswith("background")
+
+
+def test_training_ends_with_the_mask_phase(monkeypatch):
+    """Two phases through fit: every caption kept, then `mask_steps` at lr / 10 with
+    empty captions at `empty_rate`; the model leaves with its own empty_rate."""
+    import neuropictor.decoding as dec
+    from neuropictor.config import Loop
+    from neuropictor.models.neuropictor import ModelSwitches
+
+    calls = []
+
+    def fake_fit(model, loss_fn, data, cfg, out_dir, desc):
+        calls.append((cfg.steps, cfg.lr, model.switches.empty_rate, out_dir.name if out_dir else None))
+        return [{"step": cfg.steps, "loss": 1.0}]
+
+    class Model:
+        switches = ModelSwitches(empty_rate=0.05)
+
+    class Data:
+        def batches(self):
+            return None
+
+    monkeypatch.setattr(dec, "fit", fake_fit)
+    model = Model()
+    hist = dec.train_neuropictor(model, Data(), Loop(steps=40, batch_size=4, lr=1e-3, mask_steps=8), 0, None, "x")
+    assert calls == [(40, 1e-3, 0.0, None), (8, 1e-4, 0.05, None)]
+    assert [h["step"] for h in hist] == [40, 48] and [h["phase"] for h in hist] == ["main", "mask"]
+    assert model.switches.empty_rate == 0.05

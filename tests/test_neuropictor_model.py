@@ -123,8 +123,11 @@ def test_gradients_reach_encoder_hlgn_llmn_not_unet():
 def test_semantic_loss_weight():
     model = make_model()
     maps, z0, text = tiny_batch()
-    # Eq. 3: squared L2 per token, averaged over tokens: 16 dims off by 1 -> 16
-    assert float(model.semantic_loss(torch.zeros(2, L_T, D_T), torch.ones(2, L_T, D_T))) == 16.0
+    # Eq. 3 as the released code computes it: an element-wise mean (16 dims off by 1 -> 1, not 16)
+    assert float(model.semantic_loss(torch.zeros(2, L_T, D_T), torch.ones(2, L_T, D_T))) == 1.0
+    half = torch.ones(2, L_T, D_T)
+    half[..., : D_T // 2] = 0  # half the dims off by 1 -> 0.5 whatever the width
+    assert float(model.semantic_loss(half, torch.ones(2, L_T, D_T))) == 0.5
 
     def loss(m, states):
         torch.manual_seed(5)

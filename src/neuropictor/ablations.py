@@ -60,9 +60,10 @@ def row_settings(params_file: str | Path, overrides: dict, smoke: bool | None, r
 
 
 # The switches each training stage reads (as the DVC stages' params list them)
-_PRETRAIN_KEYS = ("encoder_init", "encoder_output", "encoder_trainable", "use_llmn", "lambda_sem", "empty_rate",
+# L_sem is off in multi-subject pretraining (the released code), so lambda_sem shapes only refining
+_PRETRAIN_KEYS = ("encoder_init", "encoder_output", "encoder_trainable", "use_llmn", "empty_rate",
                   "multi_subject_pretraining", "pretrain")
-_REFINE_KEYS = _PRETRAIN_KEYS + ("use_aux", "refining", "refine")
+_REFINE_KEYS = _PRETRAIN_KEYS + ("lambda_sem", "use_aux", "refining", "refine")
 
 
 def _switches(cfg: Settings, keys) -> tuple:

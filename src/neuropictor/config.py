@@ -237,6 +237,7 @@ class Loop:
     steps: int = 600
     batch_size: int = 32
     lr: float = 3e-4
+    mask_steps: int = 100  # then the released code's "mask" phase: lr / 10, empty captions at empty_rate
 
 
 @dataclass(frozen=True)
@@ -252,8 +253,8 @@ class NeuroPictorParams:
     empty_rate: float = 0.05  # share of F^sem replaced by the empty caption (CFG)
     multi_subject_pretraining: bool = True  # false: refine from scratch on one subject
     refining: bool = True  # false: evaluate the pretrained model ("w/o ft")
-    pretrain: Loop = field(default_factory=lambda: Loop(steps=400, batch_size=32, lr=1e-3))
-    refine: Loop = field(default_factory=lambda: Loop(steps=120, batch_size=32, lr=3e-4))
+    pretrain: Loop = field(default_factory=lambda: Loop(steps=800, batch_size=32, lr=1e-3, mask_steps=160))
+    refine: Loop = field(default_factory=lambda: Loop(steps=240, batch_size=32, lr=3e-4, mask_steps=48))
     refine_subjects: tuple[int, ...] = (1, 2, 5, 7)
 
 
@@ -436,7 +437,7 @@ _NON_NEGATIVE = (lambda v: v >= 0, "0 or more")
 _SHARE = (lambda v: 0 <= v <= 1, "between 0 and 1")
 RANGES: tuple[tuple[str, tuple], ...] = (
     ("seed", _NON_NEGATIVE), ("*.seed", _NON_NEGATIVE),
-    ("*.steps", _AT_LEAST_1), ("*.batch_size", _AT_LEAST_1), ("*.lr", _POSITIVE),
+    ("*.steps", _AT_LEAST_1), ("*.mask_steps", _NON_NEGATIVE), ("*.batch_size", _AT_LEAST_1), ("*.lr", _POSITIVE),
     ("*.width", _AT_LEAST_1), ("*.*_width", _AT_LEAST_1), ("*.heads", _AT_LEAST_1), ("*.layers", _AT_LEAST_1),
     ("*.depth", _AT_LEAST_1), ("*.*_depth", _AT_LEAST_1), ("*.patch", _AT_LEAST_1), ("*.z_dim", _AT_LEAST_1),
     ("*.embed_dim", _AT_LEAST_1), ("*.max_length", _AT_LEAST_1), ("*.latent_channels", _AT_LEAST_1),

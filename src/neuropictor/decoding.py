@@ -84,11 +84,14 @@ def decoding_data(cfg: Settings, prepared, found, subjects, split: str) -> Decod
 
 # --------------------------------------------------------------------------- model
 def switches(cfg: Settings, stage: str) -> ModelSwitches:
-    """The model switches of a stage: multi-subject pretraining runs without the auxiliary
-    encoder (Sec. 3.4); refining uses `neuropictor.use_aux`."""
+    """The model switches of a stage, as the released code trains: multi-subject pretraining
+    runs without the auxiliary encoder (Sec. 3.4) and without L_sem (weight 0 there; the
+    paper's text has L_sem throughout); refining uses `neuropictor.use_aux` and `lambda_sem`."""
     n = cfg.neuropictor
+    pretrain = stage == "pretrain"
     return ModelSwitches(encoder_output=n.encoder_output, encoder_trainable=n.encoder_trainable, use_llmn=n.use_llmn,
-                         use_aux=n.use_aux and stage != "pretrain", lambda_sem=n.lambda_sem, empty_rate=n.empty_rate)
+                         use_aux=n.use_aux and not pretrain, lambda_sem=0.0 if pretrain else n.lambda_sem,
+                         empty_rate=n.empty_rate)
 
 
 def build_neuropictor(cfg: Settings, found, mask: np.ndarray, stage: str) -> NeuroPictor:
@@ -123,14 +126,33 @@ def stage_checkpoint(cfg: Settings, name: str, *inputs: Path) -> Path:
 
 def train_neuropictor(model: NeuroPictor, data: DecodingData, loop: Loop, seed: int, checkpoints: Path | None,
                       desc: str, smoke_steps: int | None = None) -> list[dict]:
-    """Train through `train.fit`, resuming from `checkpoints` (see `stage_checkpoint`) if a
-    killed run left state there; the state is removed once the run is complete."""
+    """Train through `train.fit` in the released code's two phases: `loop.steps` with every
+    caption kept, then the "mask" phase, `loop.mask_steps` at lr / 10 in which
+    `switches.empty_rate` of F^sem is replaced by the empty caption (what classifier-free
+    guidance needs). Resumes from `checkpoints` (see `stage_checkpoint`) if a killed run left
+    state there; the state is removed once the run is complete. Returns one history, the mask
+    phase's steps counted on from the first phase's."""
+    import dataclasses
     import shutil
 
-    steps = min(loop.steps, smoke_steps) if smoke_steps else loop.steps
-    tc = TrainConfig(steps=steps, batch_size=loop.batch_size, lr=loop.lr, seed=seed, warmup=min(50, steps // 10),
-                     ckpt_every=100, log_every=25)
-    history = fit(model, neuropictor_loss, data.batches(), tc, checkpoints, desc=desc)
+    def steps_of(n):
+        return min(n, smoke_steps) if smoke_steps else n
+
+    rate = model.switches.empty_rate
+    phases = [("main", loop.steps, loop.lr, 0.0), ("mask", loop.mask_steps, loop.lr / 10, rate)]
+    history, done = [], 0
+    for phase, n, lr, empty_rate in phases:
+        steps = steps_of(n)
+        if steps <= 0:
+            continue
+        model.switches = dataclasses.replace(model.switches, empty_rate=empty_rate)
+        tc = TrainConfig(steps=steps, batch_size=loop.batch_size, lr=lr, seed=seed + (phase == "mask"),
+                         warmup=min(50, steps // 10), ckpt_every=100, log_every=min(25, steps))
+        part = fit(model, neuropictor_loss, data.batches(), tc, None if checkpoints is None else Path(checkpoints) / phase,
+                   desc=f"{desc} ({phase})")
+        history += [dict(h, step=h["step"] + done, phase=phase) for h in part]
+        done += steps
+    model.switches = dataclasses.replace(model.switches, empty_rate=rate)
     if checkpoints is not None and Path(checkpoints).exists():
         shutil.rmtree(checkpoints)
     return history

@@ -184,8 +184,10 @@ class NeuroPictor(nn.Module):
 
     # ------------------------------------------------------------------ training
     def semantic_loss(self, F_txt: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
-        """Eq. 3: squared L2 per token, averaged over tokens (and the batch)."""
-        return (F_txt - text_states.to(F_txt)).pow(2).sum(-1).mean()
+        """Eq. 3 as the released code computes it: the element-wise mean squared error (the
+        paper writes a squared L2 norm per token, i.e. a sum over the width, which would make
+        lambda d_T times larger; the code's mean produced Table 1)."""
+        return F.mse_loss(F_txt, text_states.to(F_txt))
 
     def forward(self, maps: torch.Tensor, z0: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
         """L = L_dif + lambda * L_sem (Eq. 8-9) on one batch: maps, latents z0 (n, c, h, w)
