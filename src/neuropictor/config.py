@@ -139,7 +139,7 @@ class VAEParams:
     latent_channels: int = 4
     norm_groups: int = 4
     object_weight: float = 9.0  # extra loss weight of object pixels (objects carry the content)
-    steps: int = 2500
+    steps: int = 1200
     batch_size: int = 32
     lr: float = 2e-3
 
@@ -154,7 +154,7 @@ class CLIPParams:
     patch: int = 8  # image tower patch size
     full_caption_share: float = 0.5  # share of steps pairing an image with its full caption
     shape_negatives: bool = True  # each image also meets its caption with another shape (NegCLIP)
-    steps: int = 2000
+    steps: int = 800
     batch_size: int = 128
     lr: float = 1e-3
 
@@ -168,7 +168,7 @@ class UNetParams:
     prediction: str = "v_prediction"  # epsilon | v_prediction (what SD-2.1 predicts)
     zero_terminal_snr: bool = True  # betas rescaled so t = T is pure noise (needs v_prediction)
     ema: float = 0.999  # EMA of the weights; the shipped UNet is the average
-    steps: int = 12000
+    steps: int = 10000
     batch_size: int = 32
     lr: float = 1e-3
     eval_every: int = 1500  # learning curve: text-to-image read by the classifier
@@ -185,7 +185,7 @@ class HVAEParams:
     pixel_width: int = 32
     z_dim: int = 8
     sigma: float = 0.1  # Gaussian likelihood std (images in [-1, 1])
-    steps: int = 1500
+    steps: int = 1200
     batch_size: int = 16
     lr: float = 2e-3
 

@@ -395,11 +395,14 @@ MANIFEST = "manifest.json"
 
 
 def file_hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root` (relative POSIX paths), the manifest itself excepted."""
+    """sha256 of every file under `root` (relative POSIX paths), the manifest itself and the
+    output markers (`io.OUTPUT_MARKER`, written when the folder is renamed into place) excepted."""
     import hashlib
 
+    from ..io import OUTPUT_MARKER
+
     out = {}
-    for path in sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name != MANIFEST):
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name not in (MANIFEST, OUTPUT_MARKER)):
         h = hashlib.sha256()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
