@@ -61,24 +61,24 @@ def test_manifest_names_a_changed_or_missing_file(tmp_path):
 
 @pytest.mark.slow
 def test_foundation_notebook_smoke_learns_and_resumes(tmp_path):
-    """The foundation pipeline's notebook on a 96-scene corpus with 30 steps per model: it
+    """The foundation pipeline's notebook on a 96-scene corpus with 60 steps per model: it
     writes a complete folder whose manifest checks, its models learnt something (losses fell),
     and a second run resumes every model from its finished checkpoint to the same weights."""
     from neuropictor.nb import run_notebook
 
     overrides = {"paths.foundation": str(tmp_path / "f" / "weights"), "foundation.checkpoints": str(tmp_path / "ckpt"),
-                 "foundation.smoke_steps": 30}
+                 "foundation.smoke_steps": 60}  # losses logged at steps 50 and 60
     params = {"SMOKE": True, "OVERRIDES": overrides}
     run_notebook("foundation/foundation.py", tmp_path / "run1.ipynb", params, log_output=False)
     weights = tmp_path / "f" / "weights"
     manifest = check_manifest(weights)
-    assert manifest["smoke"] and manifest["steps"]["unet"] == 30
+    assert manifest["smoke"] and manifest["steps"]["unet"] == 60
     metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
     assert set(metrics["bars"]) >= {"text-to-image shape >= 85 %", "CLIP shape pick >= 90 %",
                                     "hierarchical VAE PSNR >= 26 dB (all groups)"}
     for name in ("vae", "clip", "unet", "hvae", "attribute_net"):
         curve = np.genfromtxt(tmp_path / "f" / "plots" / f"{name}.csv", delimiter=",", names=True)
-        assert curve["loss"][-1] < curve["loss"][0], name
+        assert curve["loss"].size == 2 and curve["loss"][-1] < curve["loss"][0], name
     for name in ("vae_reconstructions.png", "text_to_image.png", "hvae_groups.png"):
         assert (tmp_path / "f" / "figures" / name).stat().st_size > 10_000
     first = manifest["files"]
@@ -87,4 +87,4 @@ def test_foundation_notebook_smoke_learns_and_resumes(tmp_path):
     model_files = [k for k in first if k.endswith(".safetensors")]
     assert model_files and all(first[k] == second[k] for k in model_files)
     log = (tmp_path / "run2.ipynb").read_text()
-    assert "resuming from step 30" in log
+    assert "resuming from step 60" in log
