@@ -16,12 +16,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import scipy.io
 import torch
 
 from neuropictor.config import PROJ_ROOT, ParamsError, load_params
 from neuropictor.data.prep import Prepared, prepare
 from neuropictor.io import OUTPUT_MARKER, DataError, atomic_dir
+
+from .test_generic import write_generic
 
 # --------------------------------------------------------------------------- params
 # (overrides, what the message must say). Each message names the key; the fix is the range
@@ -111,15 +112,7 @@ def _npz(tmp_path, **change):
 
 def _truncated(tmp_path, suffix):
     good = tmp_path / f"good{suffix}"
-    data = _dataset()
-    if suffix == ".npz":
-        np.savez(good, **data)
-    elif suffix == ".h5":
-        with h5py.File(good, "w") as f:
-            for k, v in data.items():
-                f[k] = v.astype("S") if v.dtype.kind == "U" else v
-    else:
-        scipy.io.savemat(good, {k: v.astype(object) if v.dtype.kind == "U" else v for k, v in data.items()})
+    write_generic(good, _dataset())
     path = tmp_path / f"mine{suffix}"
     path.write_bytes(good.read_bytes()[:good.stat().st_size // 2])
     return path

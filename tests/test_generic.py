@@ -30,10 +30,9 @@ def _cfg(tmp_path, path, **prep):
     return dataclasses.replace(cfg, prep=dataclasses.replace(cfg.prep, image_size=32, **prep))
 
 
-@pytest.mark.parametrize("fmt", ["npz", "h5", "mat"])
-def test_generic_round_trip(tmp_path, fmt):
-    data = _dataset(np.random.default_rng(0))
-    path = tmp_path / f"mine.{fmt}"
+def write_generic(path, data: dict) -> None:
+    """Write a generic-input dict as .npz, .h5 or .mat (strings as bytes / MATLAB cells)."""
+    fmt = str(path).rsplit(".", 1)[-1]
     if fmt == "npz":
         np.savez(path, **data)
     elif fmt == "h5":
@@ -42,6 +41,13 @@ def test_generic_round_trip(tmp_path, fmt):
                 f[k] = v.astype("S") if v.dtype.kind == "U" else v
     else:
         scipy.io.savemat(path, {k: (v.astype(object) if v.dtype.kind == "U" else v) for k, v in data.items()})
+
+
+@pytest.mark.parametrize("fmt", ["npz", "h5", "mat"])
+def test_generic_round_trip(tmp_path, fmt):
+    data = _dataset(np.random.default_rng(0))
+    path = tmp_path / f"mine.{fmt}"
+    write_generic(path, data)
     cfg = _cfg(tmp_path, path, zscore="none")
     summary = prepare(cfg)
     prep = Prepared(cfg.path("prepared"))
