@@ -56,7 +56,7 @@ T0 = time.time()
 # %%
 from neuropictor.data.prep import Prepared
 from neuropictor.decoding import (build_neuropictor, decoding_data, load_model, save_model, stage_checkpoint,
-                                  train_neuropictor)
+                                  train_neuropictor, training_inputs)
 from neuropictor.models.foundation import load_world_foundation
 
 prepared = Prepared(cfg.path("prepared"))
@@ -88,9 +88,7 @@ if trained:
     data = decoding_data(cfg, prepared, found, subjects, "train")
     print(f"{len(data.maps)} flatmap-image pairs")
     loop = NP.pretrain if STAGE == "pretrain" else NP.refine
-    inputs = [cfg.path("prepared"), cfg.path("encoder")] + ([cfg.path("foundation") / "manifest.json"]
-                                                             if cfg.world == "synthetic" else [])
-    inputs += [cfg.path("models") / "pretrain"] if STAGE == "refine" else []
+    inputs = training_inputs(cfg, *([cfg.path("models") / "pretrain"] if STAGE == "refine" else []))
     history = train_neuropictor(model, data, loop, cfg.seed, stage_checkpoint(cfg, name, *inputs), desc=name,
                                 smoke_steps=cfg.foundation.smoke_steps if cfg.smoke else None)
 save_model(out, model, {"stage": STAGE, "subjects": subjects, "trained": trained, "history": history})

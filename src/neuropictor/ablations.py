@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import ParamsError, Settings, load_params, notebook_overrides
-from .decoding import build_neuropictor, decoding_data, load_model, save_model, stage_checkpoint, train_neuropictor
+from .decoding import (build_neuropictor, decoding_data, load_model, save_model, stage_checkpoint, train_neuropictor,
+                       training_inputs)
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,6 @@ def _switches(cfg: Settings, keys) -> tuple:
     return tuple(repr(n[k]) for k in keys)
 
 
-def _inputs(base) -> list:
-    """What every ablation row trains from (its checkpoint key's fingerprint)."""
-    return [base.path("prepared"), base.path("encoder")]
-
-
 def train_row(row: Row, cfg: Settings, base: Settings, found, prepared, mask: np.ndarray, subject: int,
               out_root: Path, pretrained: dict | None = None, progress: str = ""):
     """Train (or load) one Table 2 row's model for `subject`; returns it in eval mode.
@@ -96,7 +92,7 @@ def train_row(row: Row, cfg: Settings, base: Settings, found, prepared, mask: np
         data = decoding_data(cfg, prepared, found, list(cfg.prep.subjects), "train")
         out = out_root / f"{row.key}_pretrain"
         train_neuropictor(pre_model.train(), data, n.pretrain, cfg.seed,
-                          stage_checkpoint(cfg, f"ablation_{row.key}_pretrain", *_inputs(base)),
+                          stage_checkpoint(cfg, f"ablation_{row.key}_pretrain", *training_inputs(base)),
                           desc=f"{progress}{row.key} pretrain",
                           smoke_steps=cfg.foundation.smoke_steps if cfg.smoke else None)
         save_model(out, pre_model, {"row": row.key, "stage": "pretrain", "subjects": list(cfg.prep.subjects)})
@@ -117,8 +113,8 @@ def train_row(row: Row, cfg: Settings, base: Settings, found, prepared, mask: np
     data = decoding_data(cfg, prepared, found, [subject], "train")
     out = out_root / row.key
     train_neuropictor(model.train(), data, n.refine, cfg.seed,
-                      stage_checkpoint(cfg, f"ablation_{row.key}_refine{subject}", *_inputs(base), pretrained[pre_key]
-                                       if pre_key in pretrained else base.path("models") / "pretrain"),
+                      stage_checkpoint(cfg, f"ablation_{row.key}_refine{subject}", *training_inputs(
+                          base, pretrained[pre_key] if pre_key in pretrained else base.path("models") / "pretrain")),
                       desc=f"{progress}{row.key} refine",
                       smoke_steps=cfg.foundation.smoke_steps if cfg.smoke else None)
     save_model(out, model, {"row": row.key, "stage": "refine", "subjects": [subject]})

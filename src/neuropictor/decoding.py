@@ -124,6 +124,14 @@ def stage_checkpoint(cfg: Settings, name: str, *inputs: Path) -> Path:
                           settings["prep"], cfg.seed, cfg.smoke, fingerprint(*inputs))
 
 
+def training_inputs(cfg: Settings, *extra: Path) -> list[Path]:
+    """What a NeuroPictor training stage learns from, for `stage_checkpoint`'s fingerprint:
+    the prepared data, the pretrained encoder, the foundation (its manifest; synthetic world)
+    and `extra` (e.g. the pretrained model a refining starts from)."""
+    found = [cfg.path("foundation") / "manifest.json"] if cfg.world == "synthetic" else []
+    return [cfg.path("prepared"), cfg.path("encoder"), *found, *extra]
+
+
 def train_neuropictor(model: NeuroPictor, data: DecodingData, loop: Loop, seed: int, checkpoints: Path | None,
                       desc: str, smoke_steps: int | None = None) -> list[dict]:
     """Train through `train.fit` in the released code's two phases: `loop.steps` with every
