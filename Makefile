@@ -14,7 +14,7 @@ export TQDM_MININTERVAL ?= 5
 # a few threads per process: prep and tests run several processes on small machines
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: repro foundation ablations test venv notebooks bench clean-venv
+.PHONY: repro foundation ablations test venv notebooks lab bench clean-venv
 
 venv: $(STAMP)
 
@@ -44,6 +44,11 @@ test: $(STAMP)
 
 notebooks: $(STAMP)
 	jupytext --to ipynb notebooks/[0-9]*.py
+
+# JupyterLab on the notebooks (the .py sources are jupytext notebooks; `make notebooks`
+# writes their .ipynb twins first)
+lab: notebooks
+	jupyter lab notebooks/
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_prep.py

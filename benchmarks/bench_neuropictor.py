@@ -127,7 +127,7 @@ def bench_train(model, states, args):
     plain_opt = torch.optim.AdamW(plain_cn.parameters(), lr=1e-5)
 
     def ours_step():
-        loss = neuropictor_loss(model, (maps, z0, text))
+        loss, _ = neuropictor_loss(model, (maps, z0, text))
         ours_opt.zero_grad(set_to_none=True)
         loss.backward()
         ours_opt.step()

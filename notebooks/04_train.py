@@ -82,24 +82,79 @@ if STAGE == "refine":
     model = load_model(cfg.path("models") / "pretrain", model, strict=False).train()
     print("loaded the pretrained model")
 
+# %% [markdown]
+# ## The model as the paper draws it (Fig. 2)
+# One batch of flatmaps through the conditions, and the LLMN's control residuals at one
+# timestep: the shapes each arrow of the figure carries in this world.
+
 # %%
-history = []
+with torch.no_grad():
+    probe = torch.from_numpy(np.asarray(prepared.flatmaps(subjects[0], "train")[:2], dtype=np.float32))
+    S_r, F_txt, F_sem = model.conditions(probe)
+    shapes = {"S (flatmap)": probe.shape, "S^r = E(S) (Eq. 1)": S_r.shape, "F~txt (HLGN, Eq. 2)": F_txt.shape,
+              "F^au (auxiliary encoder)": (F_sem - F_txt).shape if model.switches.use_aux else "off",
+              "F^sem = F~txt + F^au (Eq. 4)": F_sem.shape}
+    if model.llmn is not None:
+        side, ch = model.unet.config.sample_size, model.unet.config.in_channels
+        z_t, t = torch.zeros(len(probe), ch, side, side), torch.tensor([500])
+        shapes["F_0^l (LLMN feature transform, Eq. 5)"] = model.llmn.feature_transform(S_r).shape
+        down, mid = model.llmn(z_t, t, F_sem, S_r)
+        for i, r in enumerate(down):
+            shapes[f"control residual {i} (down)"] = r.shape
+        shapes["control residual (mid)"] = mid.shape
+for k, v in shapes.items():
+    print(f"{k:42s} {tuple(v) if not isinstance(v, str) else v}")
+
+# %%
+def probe_loss(model, data, n=32, seed=12345):
+    """L on the first `n` training pairs with fixed noise, timesteps and dropped captions:
+    the same number before and after training measures what was learnt, free of the
+    batch-to-batch noise of the logged training loss."""
+    rows = torch.arange(min(n, len(data.maps)))
+    model.eval()
+    with torch.no_grad():
+        torch.manual_seed(seed)
+        value = float(model(data.maps[rows], data.z0[rows], data.states[rows]))
+    model.train()
+    return value
+
+
+history, probe_before, probe_after = [], None, None
 if trained:
     data = decoding_data(cfg, prepared, found, subjects, "train")
     print(f"{len(data.maps)} flatmap-image pairs")
     loop = NP.pretrain if STAGE == "pretrain" else NP.refine
     inputs = training_inputs(cfg, *([cfg.path("models") / "pretrain"] if STAGE == "refine" else []))
+    probe_before = probe_loss(model, data)
     history = train_neuropictor(model, data, loop, cfg.seed, stage_checkpoint(cfg, name, *inputs), desc=name,
                                 smoke_steps=cfg.foundation.smoke_steps if cfg.smoke else None)
+    probe_after = probe_loss(model, data)
+    print(f"loss on a fixed probe batch (same noise, timesteps, dropped captions): "
+          f"{probe_before:.4f} before -> {probe_after:.4f} after training")
 save_model(out, model, {"stage": STAGE, "subjects": subjects, "trained": trained, "history": history})
 result = {"trained": trained, "subjects": subjects, "minutes": round((time.time() - T0) / 60, 2),
-          "final_loss": history[-1]["loss"] if history else None}
+          "final_loss": history[-1]["loss"] if history else None,
+          "first_L_dif": history[0].get("L_dif") if history else None,
+          "final_L_dif": history[-1].get("L_dif") if history else None,
+          "final_L_sem": history[-1].get("L_sem") if history else None,
+          "probe_loss_before": probe_before, "probe_loss_after": probe_after}
 save_json(cfg.path("metrics") / "training" / f"{name}.json", result)
 print(result)
 
+# %% [markdown]
+# ## The two terms
+# L_dif (Eq. 8) and L_sem (Eq. 3) apart; L_sem is off in multi-subject pretraining (as in
+# the released code) and in the final empty-caption phase it is still on (refining).
+
 # %%
 if history:
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
-    ax.set(xlabel="step", ylabel="L_dif + lambda L_sem", title=name)
-    save_figure(fig, FIG / f"loss_{name}.png")
+    import pandas as pd
+    import seaborn as sns
+
+    log = pd.DataFrame(history)
+    terms = [k for k in ("L_dif", "L_sem") if k in log]
+    long = log.melt(id_vars=["step", "phase"], value_vars=terms, var_name="term", value_name="value")
+    grid = sns.relplot(data=long, x="step", y="value", hue="phase", col="term", kind="line",
+                       facet_kws={"sharey": False}, height=2.8, aspect=1.3)
+    grid.figure.suptitle(name, y=1.03)
+    save_figure(grid.figure, FIG / f"loss_{name}.png")

@@ -224,6 +224,10 @@ def test_fit_trains_only_the_trainable_parts():
     hist = fit(model, neuropictor_loss, TensorBatches(maps, z0, text),
                TrainConfig(steps=3, batch_size=4, warmup=1, log_every=1))
     assert len(hist) == 3 and all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)
+    # the two terms are logged apart and add up to the loss (lambda_sem of the switches)
+    lam = model.switches.lambda_sem
+    assert all(abs(h["L_dif"] + lam * h.get("L_sem", 0.0) - h["loss"]) < 1e-4 * max(1.0, h["loss"]) for h in hist)
+    assert ("L_sem" in hist[0]) == bool(lam)
     assert all(torch.equal(v, unet_before[k]) for k, v in model.unet.state_dict().items())
     assert not torch.equal(model.hlgn.fmri_to_text[1][0].weight, hlgn_before)
 

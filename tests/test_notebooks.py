@@ -56,6 +56,13 @@ def test_pipeline_notebooks_smoke(tmp_path):
         run_notebook("notebooks/04_train.py", tmp_path / "reports" / f"04r{s}.ipynb",
                      {"PARAMS_FILE": str(params), "STAGE": "refine", "SUBJECT": s}, log_output=False)
         assert (tmp_path / "models" / f"refine_subj{s}" / "model.safetensors").exists()
+    # something was learnt in the few smoke steps: the loss on a fixed probe batch (fixed noise,
+    # timesteps and dropped captions) fell, and L_dif and L_sem were logged apart
+    for name in ("pretrain", "refine_subj1"):
+        log = json.loads((tmp_path / "metrics" / "training" / f"{name}.json").read_text())
+        assert log["probe_loss_after"] < log["probe_loss_before"], (name, log)
+        assert log["final_L_dif"] is not None
+    assert json.loads((tmp_path / "metrics" / "training" / "refine_subj1.json").read_text())["final_L_sem"] is not None
     run_notebook("notebooks/05_reconstruct.py", tmp_path / "reports" / "05.ipynb",
                  {"PARAMS_FILE": str(params)}, log_output=False)
     rec = json.loads((tmp_path / "metrics" / "reconstruction.json").read_text())

@@ -76,6 +76,11 @@ def test_foundation_notebook_smoke_learns_and_resumes(tmp_path):
     metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
     assert set(metrics["bars"]) >= {"text-to-image shape >= 85 %", "CLIP shape pick >= 90 %",
                                     "hierarchical VAE PSNR >= 26 dB (all groups)"}
+    # the time bar is measured: every model's logged training time, plus the rest of the run
+    assert set(metrics["training_minutes"]) == {"attribute_net", "second_net", "vae", "clip", "unet", "hvae"}
+    assert all(v > 0 for v in metrics["training_minutes"].values())
+    assert metrics["from_scratch_minutes"] >= sum(metrics["training_minutes"].values())
+    assert metrics["bars"]["make foundation <= 150 min (training minutes + the rest)"] is True
     for name in ("vae", "clip", "unet", "hvae", "attribute_net"):
         curve = np.genfromtxt(tmp_path / "f" / "plots" / f"{name}.csv", delimiter=",", names=True)
         assert curve["loss"].size == 2 and curve["loss"][-1] < curve["loss"][0], name

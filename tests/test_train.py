@@ -41,8 +41,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     ckpt = tmp_path / "killed" / "checkpoint"
     assert (ckpt / "model.safetensors").exists() and not list(ckpt.parent.glob(".*partial"))
     model, data = make()  # a fresh process: new model, state comes from the checkpoint (step 10)
-    fit(model, loss_fn, data, CFG, out_dir=tmp_path / "killed")
+    killed_seconds = [h["seconds"] for h in fit(model, loss_fn, data, CFG, out_dir=tmp_path / "killed")]
     resumed = _weights(model)
+    # the logged wall time runs on across the resume: one clock for the whole run
+    assert killed_seconds == sorted(killed_seconds) and killed_seconds[0] > 0
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=1e-6)
     # and the checkpoint holds only tensors + JSON (no pickle)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -169,10 +170,13 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
 
     `dataset[idx]` must accept a LongTensor of row indices and return a batch (tensor or
     tuple of tensors); `loss_fn` returns a scalar mean over the batch's rows (so shards
-    average to the global batch's loss). `stop_after` ends early after that many steps of
-    this call, as a kill would (used by the resume test). `evaluate(model) -> dict` is called
+    average to the global batch's loss), or (that scalar, {name: scalar term}) to log the
+    terms of a composite loss (e.g. L_dif and L_sem) next to it in the history.
+    `stop_after` ends early after that many steps of this call, as a kill would (used by the
+    resume test). `evaluate(model) -> dict` is called
     every `cfg.eval_every` steps and at the end (with the EMA weights when `cfg.ema` is on);
-    its numbers join the history (a learning curve).
+    its numbers join the history (a learning curve). Each logged entry carries "seconds":
+    the run's wall time so far, summed over every resumed part.
     """
     from accelerate import Accelerator
 
@@ -191,6 +195,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
     if ckpt is not None and (ckpt / "state.json").exists():
         start, history = load_checkpoint(ckpt, model, optimizer, scheduler, cfg, ema)
         accelerator.print(f"{desc}: resuming from step {start} ({ckpt})")
+    # wall time spent on this run so far, carried across resumes (the history's "seconds")
+    seconds_before = max((h.get("seconds", 0.0) for h in history), default=0.0)
+    t_start = time.perf_counter()
 
     def run_evaluation(done: int) -> None:
         if evaluate is None:
@@ -215,7 +222,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
     model.train()
     bar = tqdm(range(start, cfg.steps), desc=desc, disable=not accelerator.is_main_process,
                initial=start, total=cfg.steps)
-    running = []
+    running, running_terms = [], {}
     for step in bar:
         done = step + 1
         rows = batch_indices(n, step, cfg.batch_size, cfg.seed)[rank::n_proc]
@@ -226,6 +233,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
         batch = tuple(b.to(accelerator.device) for b in batch) if isinstance(batch, tuple) else batch.to(accelerator.device)
         with accelerator.autocast():
             loss = loss_fn(model, batch)
+        loss, terms = loss if isinstance(loss, tuple) else (loss, {})
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if cfg.grad_clip:
@@ -235,10 +243,14 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
         if ema is not None:
             ema.step(params)
         running.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
+        for key, value in terms.items():
+            running_terms.setdefault(key, []).append(float(accelerator.reduce(value.detach(), reduction="mean")))
         if done % cfg.log_every == 0 or done == cfg.steps:
-            history.append({"step": done, "loss": sum(running) / len(running)})
+            history.append({"step": done, "loss": sum(running) / len(running),
+                            **{k: sum(v) / len(v) for k, v in running_terms.items()},
+                            "seconds": round(seconds_before + time.perf_counter() - t_start, 2)})
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-            running = []
+            running, running_terms = [], {}
         if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
             run_evaluation(done)
         if ckpt is not None and accelerator.is_main_process and (done % cfg.ckpt_every == 0 or done == cfg.steps):

@@ -203,9 +203,13 @@ class NeuroPictor(nn.Module):
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), device=z0.device)
         z_t = self.noise_scheduler.add_noise(z0, noise, t)
         # Eq. 8, written for epsilon; with a v-prediction UNet (SD-2.1) the target is the velocity
-        loss = F.mse_loss(self.eps(z_t, t, S_r, F_sem), diffusion_target(self.noise_scheduler, z0, noise, t))
+        l_dif = F.mse_loss(self.eps(z_t, t, S_r, F_sem), diffusion_target(self.noise_scheduler, z0, noise, t))
+        loss, l_sem = l_dif, None
         if sw.lambda_sem:  # skipped at 0, so missing / NaN captions cannot leak in
-            loss = loss + sw.lambda_sem * self.semantic_loss(F_txt, text_states)  # Eq. 9
+            l_sem = self.semantic_loss(F_txt, text_states)  # Eq. 3
+            loss = l_dif + sw.lambda_sem * l_sem  # Eq. 9
+        # the two terms of the last batch, for the training log (L_sem only where it is on)
+        self.loss_terms = {"L_dif": l_dif.detach(), **({"L_sem": l_sem.detach()} if l_sem is not None else {})}
         return loss
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -236,6 +240,9 @@ class NeuroPictor(nn.Module):
         return missing
 
 
-def neuropictor_loss(model: NeuroPictor, batch) -> torch.Tensor:
-    """`loss_fn` for `neuropictor.train.fit`: batch = (maps, z0, text_states)."""
-    return model(*batch)
+def neuropictor_loss(model: NeuroPictor, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`loss_fn` for `neuropictor.train.fit`: batch = (maps, z0, text_states) -> (L, its terms
+    {"L_dif", "L_sem"}), so the history logs L_dif and L_sem apart (L_sem where lambda > 0).
+    `model` may be wrapped (DDP): the terms are read from the module itself."""
+    loss = model(*batch)
+    return loss, getattr(model, "module", model).loss_terms
