@@ -253,24 +253,61 @@ save_figure(fig, FIG / "fig2_swap.png")
 # %%
 avg = average.to_dict(orient="index")
 npx, wo, ridge = avg["NeuroPictor"], avg["NeuroPictor (w/o ft)"], avg["Takagi & Nishimoto (ridge)"]
-higher = [c for c in suite if not c.startswith(("EffNet", "SwAV"))]
-wins = sum((npx[c] > wo[c]) if c in higher else (npx[c] < wo[c]) for c in suite)
-bars = {
+lower_is_better = ("EffNet", "SwAV")  # distances; every other metric is higher-is-better
+
+
+def ahead(a, b):
+    """Metrics of the suite on which row `a` beats row `b`."""
+    return [c for c in suite if (a[c] < b[c] if c.startswith(lower_is_better) else a[c] > b[c])]
+
+
+over_ridge, over_wo = ahead(npx, ridge), ahead(npx, wo)
+low_rise = {c: sweep.loc[max(R.alpha_sweep), c] - sweep.loc[min(R.alpha_sweep), c] for c in ("PixCorr", "SSIM")}
+bars = {  # issue 14's bars that one seed can judge (the seed spread needs a second seed)
+    f"NeuroPictor ahead of the ridge baseline on >= 6 of {len(suite)} metrics ({len(over_ridge)})": len(over_ridge) >= 6,
+    f"refined ahead of w/o ft on >= 6 of {len(suite)} metrics ({len(over_wo)})": len(over_wo) >= 6,
     "CLIP† two-way identification >= 90 %": npx.get("CLIP†", 0) >= 0.90,
-    "SSIM above the ridge baseline": npx["SSIM"] > ridge["SSIM"],
-    "AlexNet(2)† above the ridge baseline": npx.get("AlexNet(2)†", 0) > ridge.get("AlexNet(2)†", 1),
-    f"refined beats w/o ft on >= 6 of {len(suite)} metrics ({wins})": wins >= 6,
-    "low-level metrics rise from alpha 0 to 1": bool(
-        all(sweep.loc[max(R.alpha_sweep), c] > sweep.loc[min(R.alpha_sweep), c] for c in ("PixCorr", "SSIM"))),
+    "alpha 1 above alpha 0 on PixCorr and SSIM": all(v > 0 for v in low_rise.values()),
 }
 if synthetic:
-    bars["shape accuracy >= 80 %"] = npx["shape accuracy"] >= 0.8
-    bars["colour accuracy >= 80 %"] = npx["colour accuracy"] >= 0.8
+    bars["primary shape >= 60 %"] = npx["shape accuracy"] >= 0.6
+    bars["primary colour >= 70 %"] = npx["colour accuracy"] >= 0.7
     bars["swap: donor shape & colour >= 70 %"] = swap["donor shape and colour"] >= 0.7
     bars["swap: position error within the unswapped model's"] = (
         swap["position error vs recipient (swapped)"] <= swap["position error vs recipient (unswapped)"])
 for k, ok in bars.items():
     print(f"{'PASS' if ok else 'FAIL'}  {k}")
+
+# %% [markdown]
+# ### What the bars say, in words
+
+# %%
+def listing(names):
+    return ", ".join(names) if names else "none"
+
+
+words = [
+    f"Against the Takagi & Nishimoto ridge baseline NeuroPictor leads on {len(over_ridge)} of {len(suite)} "
+    f"metrics ({listing(over_ridge)}): the paper's claim over its competitors "
+    f"{'holds' if len(over_ridge) >= 6 else 'does not hold'} in this world at this budget.",
+    f"Refining on one subject beats the multi-subject model alone (w/o ft) on {len(over_wo)} of {len(suite)} "
+    f"({listing(over_wo)}): {'refining helps, as the paper finds' if len(over_wo) >= 6 else 'refining is not yet clearly ahead'}.",
+    f"CLIP† identification is {npx.get('CLIP†', float('nan')):.1%} (chance 50 %, bar 90 %): "
+    f"{'high-level semantics are decoded' if npx.get('CLIP†', 0) >= 0.9 else 'the semantic condition carries part of the scene'}.",
+    f"Raising the LLMN's control scale from alpha {min(R.alpha_sweep):g} to {max(R.alpha_sweep):g} changes PixCorr by "
+    f"{low_rise['PixCorr']:+.3f} and SSIM by {low_rise['SSIM']:+.3f}: "
+    f"{'the low-level branch carries pixel detail' if all(v > 0 for v in low_rise.values()) else 'the low-level branch does not yet add pixel detail'}.",
+]
+if synthetic:
+    words.append(f"The classifier reads the primary object's shape right {npx['shape accuracy']:.0%} of the time "
+                 f"(chance {1 / 5:.0%}) and its colour {npx['colour accuracy']:.0%} (chance {1 / 6:.0%}); the "
+                 f"ridge baseline's reconstructions {ridge['shape accuracy']:.0%} and {ridge['colour accuracy']:.0%}.")
+    words.append(f"Swapping semantics: the reconstruction takes the donor's shape and colour "
+                 f"{swap['donor shape and colour']:.0%} of the time (bar 70 %).")
+for line in words:
+    print("-", line)
+
+# %%
 semantic = {m: {"average": row["average"], **{f"subject {s}": row[s] for s in subjects}}
             for m, row in semantic_r2.iterrows()}
 metrics = {"average": avg, "semantic_readout_r2": semantic,

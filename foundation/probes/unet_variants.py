@@ -1,0 +1,152 @@
+"""Side-by-side text-to-image UNet probes on the shipped foundation (issue 12's diagnosis).
+
+Each variant trains a fresh UNet for `--steps` steps on the VAE latents of the first
+`--scenes` corpus scenes, then draws 100 held-out captions (DDIM 25, guidance 5) and the
+shipped attribute classifier reads the primary object. Not part of any pipeline: a probe to
+rerun when the recipe changes. About 7 min per variant at 1,500 steps on 2 cores.
+
+    .venv/bin/python foundation/probes/unet_variants.py shipped oracle attn16 objw wide imagevae
+
+variants: shipped (the shipped recipe), oracle (+ the true shape as a class embedding),
+attn16 (cross-attention at 16 x 16 too), objw (loss x 9 on object pixels), wide (channels
+64, 128, 128), imagevae (a VAE retrained with latent channels 0-2 pulled to the pooled image).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from neuropictor.config import PROJ_ROOT, load_params
+from neuropictor.data.corpus import SceneCorpus, ScenePool, UInt8Batches
+from neuropictor.data.stimuli import SHAPES
+from neuropictor.models.foundation import (VAESpec, build_vae, diffusion_target, load_foundation, noise_schedule,
+                                           pick_caption)
+from neuropictor.models.standins import attribute_metrics, predict_attributes
+from neuropictor.train import TensorBatches, TrainConfig, fit
+
+VARIANTS = ("shipped", "oracle", "attn16", "objw", "wide", "imagevae")
+
+
+def image_like_vae(pool, steps: int, weight: float = 1.0):
+    """The shipped VAE's recipe plus a pull of latent channels 0-2 toward the pooled image."""
+    torch.manual_seed(0)
+    vae = build_vae(VAESpec(), pool.images.shape[-1])
+
+    def loss(vae, batch):
+        (x,) = batch
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.mean).sample
+        background = x.flatten(2).median(-1).values[..., None, None]
+        w = 1 + 9.0 * ((x - background).abs().sum(1, keepdim=True) > 0.1).float()
+        err = (rec - x).abs() + (rec - x) ** 2
+        pooled = F.avg_pool2d(x, x.shape[-1] // post.mean.shape[-1])
+        return (w * err).mean() / w.mean() + 1e-6 * post.kl().mean() + weight * F.mse_loss(post.mean[:, :3], pooled)
+
+    fit(vae, loss, UInt8Batches(pool.images, signed=True), TrainConfig(steps=steps, batch_size=32, lr=2e-3, warmup=100),
+        None, desc="image-like VAE")
+    return vae.eval().requires_grad_(False)
+
+
+def probe(variant: str, steps: int, scenes: int, found, corpus, held, vae_steps: int = 1200) -> dict:
+    from diffusers import UNet2DConditionModel
+
+    pipe, classifier = found.pipe, found.standins["attribute_net"]
+    te, tok = pipe.text_encoder, pipe.tokenizer
+    pool = ScenePool(corpus, scenes)
+    vae = image_like_vae(pool, vae_steps) if variant == "imagevae" else pipe.vae
+
+    def ids_of(texts):
+        return tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                   return_tensors="pt").input_ids
+
+    with torch.no_grad():
+        chunks = [slice(s, s + 2000) for s in range(0, scenes, 2000)]
+        z = torch.cat([vae.encode(2 * pool.float_images(c) - 1).latent_dist.mean for c in chunks])
+        scale = float(1 / z.std()) if variant == "imagevae" else vae.config.scaling_factor
+        z = z * scale
+        objects = torch.cat([(pool.float_images(c) - pool.float_images(c)[:, :, :1, :1]).abs().amax(1, keepdim=True) > 0.05
+                             for c in chunks]).float()
+        objects = F.adaptive_max_pool2d(objects, z.shape[-1])
+        empty = te(input_ids=ids_of([""])).last_hidden_state
+    ids = ids_of([c for caps in pool.captions for c in caps]).reshape(scenes, 5, -1)
+    labels = torch.tensor([SHAPES.index(s) for s in pool.attributes["shape_0"]])
+
+    channels = (64, 128, 128) if variant == "wide" else (32, 64, 128)
+    down, up = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"), \
+        ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    if variant == "attn16":
+        down, up = ("CrossAttnDownBlock2D",) * 3, ("CrossAttnUpBlock2D",) * 3
+    extra = {"num_class_embeds": len(SHAPES) + 1} if variant == "oracle" else {}
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=z.shape[-1], in_channels=z.shape[1], out_channels=z.shape[1],
+                                down_block_types=down, up_block_types=up, block_out_channels=channels,
+                                layers_per_block=1, cross_attention_dim=empty.shape[-1], attention_head_dim=4,
+                                norm_num_groups=16, **extra)
+    sched = noise_schedule("ddpm", prediction_type="v_prediction", zero_terminal_snr=True)
+    object_weight = 9.0 if variant == "objw" else 0.0
+
+    def loss(unet, batch):
+        z0, cid, lab, mask = batch
+        with torch.no_grad():
+            states = te(input_ids=pick_caption(cid)).last_hidden_state
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, 1000, (len(z0),))
+        drop = torch.rand(len(z0)) < 0.1
+        states = torch.where(drop[:, None, None], empty, states)
+        cond = {"class_labels": torch.where(drop, len(SHAPES), lab)} if variant == "oracle" else {}
+        err = (unet(sched.add_noise(z0, noise, t), t, encoder_hidden_states=states, **cond).sample
+               - diffusion_target(sched, z0, noise, t)) ** 2
+        w = 1 + object_weight * mask
+        return ((err * w).flatten(1).mean(1) / w.flatten(1).mean(1)).mean()
+
+    x_held, caps_held, attrs_held = held
+    captions = [c[0] for c in caps_held]
+    held_labels = torch.tensor([SHAPES.index(s) for s in attrs_held["shape_0"]])
+
+    @torch.no_grad()
+    def evaluate(model):
+        ddim = noise_schedule("ddim", prediction_type="v_prediction", zero_terminal_snr=True)
+        ddim.set_timesteps(25)
+        lat = torch.randn(len(captions), *z.shape[1:], generator=torch.Generator().manual_seed(0))
+        states = torch.cat([empty.expand(len(captions), -1, -1), te(input_ids=ids_of(captions)).last_hidden_state])
+        cond = ({"class_labels": torch.cat([torch.full_like(held_labels, len(SHAPES)), held_labels])}
+                if variant == "oracle" else {})
+        for t in ddim.timesteps:
+            u, c = model(torch.cat([lat, lat]), t, encoder_hidden_states=states, **cond).sample.chunk(2)
+            lat = ddim.step(u + 5.0 * (c - u), t, lat).prev_sample
+        images = ((vae.decode(lat / scale).sample + 1) / 2).clamp(0, 1)
+        m = attribute_metrics(predict_attributes(classifier, images), attrs_held)
+        return {"shape": m["shape accuracy"], "colour": m["colour accuracy"], "size": m["size accuracy"]}
+
+    t0 = time.time()
+    hist = fit(unet, loss, TensorBatches(z, ids, labels, objects),
+               TrainConfig(steps=steps, batch_size=32, lr=1e-3, warmup=100, log_every=100, ema=0.995,
+                           eval_every=max(1, steps // 2)), None, desc=variant, evaluate=evaluate)
+    curve = [h for h in hist if "shape" in h]
+    return {"variant": variant, "steps": steps, "scenes": scenes, "minutes": round((time.time() - t0) / 60, 1),
+            "curve": curve}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variants", nargs="+", choices=VARIANTS)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--scenes", type=int, default=20000)
+    ap.add_argument("--captions", type=int, default=100)
+    ap.add_argument("--vae-steps", type=int, default=1200, help="imagevae: steps of its VAE")
+    args = ap.parse_args()
+    cfg = load_params(PROJ_ROOT / "params.yaml")
+    found = load_foundation(cfg.path("foundation"))
+    corpus = SceneCorpus(cfg.foundation.corpus.seed)
+    held = corpus.held_out(args.captions)
+    for variant in args.variants:
+        print(json.dumps(probe(variant, args.steps, args.scenes, found, corpus, held, args.vae_steps)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
