@@ -52,7 +52,8 @@ def image_like_vae(pool, steps: int, weight: float = 1.0):
     return vae.eval().requires_grad_(False)
 
 
-def probe(variant: str, steps: int, scenes: int, found, corpus, held, vae_steps: int = 1200) -> dict:
+def probe(variant: str, steps: int, scenes: int, found, corpus, held, vae_steps: int = 1200,
+          eval_every: int | None = None) -> dict:
     from diffusers import UNet2DConditionModel
 
     pipe, classifier = found.pipe, found.standins["attribute_net"]
@@ -126,7 +127,7 @@ def probe(variant: str, steps: int, scenes: int, found, corpus, held, vae_steps:
     t0 = time.time()
     hist = fit(unet, loss, TensorBatches(z, ids, labels, objects),
                TrainConfig(steps=steps, batch_size=32, lr=1e-3, warmup=100, log_every=100, ema=0.995,
-                           eval_every=max(1, steps // 2)), None, desc=variant, evaluate=evaluate)
+                           eval_every=eval_every or max(1, steps // 2)), None, desc=variant, evaluate=evaluate)
     curve = [h for h in hist if "shape" in h]
     return {"variant": variant, "steps": steps, "scenes": scenes, "minutes": round((time.time() - t0) / 60, 1),
             "curve": curve}
@@ -139,13 +140,15 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=20000)
     ap.add_argument("--captions", type=int, default=100)
     ap.add_argument("--vae-steps", type=int, default=1200, help="imagevae: steps of its VAE")
+    ap.add_argument("--eval-every", type=int, default=None, help="learning-curve interval (default: steps / 2)")
     args = ap.parse_args()
     cfg = load_params(PROJ_ROOT / "params.yaml")
     found = load_foundation(cfg.path("foundation"))
     corpus = SceneCorpus(cfg.foundation.corpus.seed)
     held = corpus.held_out(args.captions)
     for variant in args.variants:
-        print(json.dumps(probe(variant, args.steps, args.scenes, found, corpus, held, args.vae_steps)), flush=True)
+        print(json.dumps(probe(variant, args.steps, args.scenes, found, corpus, held, args.vae_steps, args.eval_every)),
+              flush=True)
 
 
 if __name__ == "__main__":
