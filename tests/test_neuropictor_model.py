@@ -40,11 +40,14 @@ def noise_scheduler():
     return noise_schedule("ddpm")
 
 
-def make_model(**switches) -> NeuroPictor:
+def make_model(layout: dict | None = None, **switches) -> NeuroPictor:
     torch.manual_seed(0)
     unet = build_unet(UNetSpec(channels=(8, 16), heads=2), latent_side=SIDE, latent_channels=C, cross_dim=D_T)
     empty = torch.randn(1, L_T, D_T)
-    return NeuroPictor(StandInEncoder(), unet, empty, noise_scheduler(), ModelSwitches(**switches))
+    return NeuroPictor(StandInEncoder(), unet, empty, noise_scheduler(), ModelSwitches(**switches), **(layout or {}))
+
+
+RELEASED = dict(hlgn_hidden_tokens=5, hlgn_layer_norm=True, llmn_map="features")  # params.paper.yaml's layout
 
 
 def tiny_batch(n: int = 3, seed: int = 1):
@@ -86,6 +89,31 @@ def test_llmn_adds_nothing_at_init():
         assert torch.count_nonzero(mid) == 0
         plain = model.unet(z, t, encoder_hidden_states=F_sem).sample
         assert torch.equal(model.eps(z, t, S_r, F_sem), plain)
+
+
+def test_released_layout_adds_nothing_at_init_and_learns():
+    """The released code's layout (params.paper.yaml): LayerNorm-closed HLGN branches with a
+    kernel-3 aux zero conv, and F_0^l at the UNet's first width added after the copy's
+    conv_in. At init the model is the frozen UNet; one backward reaches every zero conv."""
+    model = make_model(RELEASED, empty_rate=0.0)
+    maps, z, _ = tiny_batch()
+    t = torch.tensor([10, 500, 999])
+    assert isinstance(model.hlgn.fmri_to_text[-1], nn.LayerNorm) and model.hlgn.aux[-1].kernel_size == (3,)
+    assert model.hlgn.fmri_to_text[0][0].out_channels == 5
+    assert isinstance(model.llmn.manipulator.controlnet_cond_embedding, nn.Identity)
+    with torch.no_grad():
+        S_r, F_txt, F_sem = model.conditions(maps)
+        assert torch.equal(F_sem, F_txt)
+        F0 = model.llmn.feature_transform(S_r)
+        assert F0.shape == (3, model.unet.config.block_out_channels[0], SIDE, SIDE) and torch.count_nonzero(F0) == 0
+        assert torch.equal(model.eps(z, t, S_r, F_sem), model.unet(z, t, encoder_hidden_states=F_sem).sample)
+    model.train()
+    model.loss(tiny_batch()).backward()
+    assert model.llmn.manipulator.controlnet_mid_block.weight.grad.abs().sum() > 0
+    assert model.hlgn.aux[-1].weight.grad.abs().sum() > 0
+    # the layout is a params choice: an unknown map is refused by name
+    with pytest.raises(ValueError, match="LLMN map"):
+        make_model(dict(llmn_map="pixels"))
 
 
 def test_control_scale_alpha_scales_the_llmn():

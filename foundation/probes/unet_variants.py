@@ -8,8 +8,18 @@ rerun when the recipe changes. About 7 min per variant at 1,500 steps on 2 cores
     .venv/bin/python foundation/probes/unet_variants.py shipped oracle attn16 objw wide imagevae
 
 variants: shipped (the shipped recipe), oracle (+ the true shape as a class embedding),
-attn16 (cross-attention at 16 x 16 too), objw (loss x 9 on object pixels), wide (channels
-64, 128, 128), imagevae (a VAE retrained with latent channels 0-2 pulled to the pooled image).
+shapeword (the caption is only the primary object's shape word: does the full caption hide
+the shape?), pooled (+ the caption's token states attention-pooled into the time embedding,
+diffusers' `addition_embed_type="text"`: the caption reaches every block as the oracle's
+label does), attn16 (cross-attention at 16 x 16 too), objw (loss x 9 on object pixels),
+wide (channels 64, 128, 128), imagevae (a VAE retrained with latent channels 0-2 pulled to
+the pooled image), noisyvae (a VAE whose decoder is trained on noisy latents, `--vae-sigma`), blurvae (the
+same, half of each batch decoded from 3 x 3 blurred latents), vae8 (SD's downsampling factor 8:
+a noisy-latent VAE to 16 x 8 x 8, where an object is one to three latent pixels and its
+shape must be a value in channels, not a drawn outline; UNet 64-128-128, attention at every
+level).
+Each run first prints its VAE's held-out PSNR and the shape the classifier still reads
+after the latents are blurred or noised.
 """
 from __future__ import annotations
 
@@ -29,7 +39,52 @@ from neuropictor.models.foundation import (VAESpec, build_vae, diffusion_target,
 from neuropictor.models.standins import attribute_metrics, predict_attributes
 from neuropictor.train import TensorBatches, TrainConfig, fit
 
-VARIANTS = ("shipped", "oracle", "attn16", "objw", "wide", "imagevae")
+VAE8 = VAESpec(channels=(16, 32, 64, 64), latent_channels=16)  # SD's factor 8: 64 px -> 16 x 8 x 8
+VARIANTS = ("shipped", "oracle", "pooled", "shapeword", "noisyvae", "blurvae", "vae8", "attn16", "objw", "wide", "imagevae")
+
+
+def noisy_vae(pool, steps: int, sigma: float = 0.2, blur: float = 0.0, spec: VAESpec = VAESpec()):
+    """The shipped VAE's recipe, with the decoder trained on noisy latents: mean + sigma x
+    (the batch's latent std, no gradient) x N(0, 1), so the encoder cannot outgrow the noise
+    by scaling. The decoder must read a code that survives small errors (the kind a UNet's
+    last denoising steps leave) instead of sign-alternating outlines. With `blur`, that share
+    of the batch is decoded from 3 x 3 box-blurred latents: shape must live in smooth codes.
+    Scored decoding the mean."""
+    torch.manual_seed(0)
+    vae = build_vae(spec, pool.images.shape[-1])
+
+    def loss(vae, batch):
+        (x,) = batch
+        mean = vae.encode(x).latent_dist.mean
+        z = mean + sigma * mean.detach().std() * torch.randn_like(mean)
+        if blur:
+            smooth = F.avg_pool2d(z, 3, 1, 1, count_include_pad=False)
+            z = torch.where((torch.rand(len(z), 1, 1, 1) < blur), smooth, z)
+        rec = vae.decode(z).sample
+        background = x.flatten(2).median(-1).values[..., None, None]
+        w = 1 + 9.0 * ((x - background).abs().sum(1, keepdim=True) > 0.1).float()
+        err = (rec - x).abs() + (rec - x) ** 2
+        return (w * err).mean() / w.mean() + 1e-6 * mean.pow(2).flatten(1).sum(1).mean()
+
+    fit(vae, loss, UInt8Batches(pool.images, signed=True), TrainConfig(steps=steps, batch_size=32, lr=2e-3, warmup=100),
+        None, desc=f"noisy VAE (sigma {sigma}, blur {blur})")
+    return vae.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def vae_checks(vae, held, classifier) -> dict:
+    """Held-out PSNR decoding the mean, and the primary object's shape as the classifier reads
+    it after the latents are 3 x 3 blurred or get N(0, 0.3 std) noise: how forgiving the code is."""
+    x = held[0]
+    z = vae.encode(2 * x - 1).latent_dist.mean
+    out = {}
+    for name, zz in (("mean", z), ("blur3", F.avg_pool2d(z, 3, 1, 1, count_include_pad=False)),
+                     ("noise0.3", z + 0.3 * z.std() * torch.randn(z.shape, generator=torch.Generator().manual_seed(0)))):
+        rec = ((vae.decode(zz).sample + 1) / 2).clamp(0, 1)
+        out[f"shape_kept_{name}"] = attribute_metrics(predict_attributes(classifier, rec), held[2])["shape accuracy"]
+        if name == "mean":
+            out["psnr_db"] = float(10 * torch.log10(1 / F.mse_loss(rec, x)))
+    return out
 
 
 def image_like_vae(pool, steps: int, weight: float = 1.0):
@@ -53,13 +108,18 @@ def image_like_vae(pool, steps: int, weight: float = 1.0):
 
 
 def probe(variant: str, steps: int, scenes: int, found, corpus, held, vae_steps: int = 1200,
-          eval_every: int | None = None) -> dict:
+          eval_every: int | None = None, vae_sigma: float = 0.2) -> dict:
     from diffusers import UNet2DConditionModel
 
     pipe, classifier = found.pipe, found.standins["attribute_net"]
     te, tok = pipe.text_encoder, pipe.tokenizer
     pool = ScenePool(corpus, scenes)
-    vae = image_like_vae(pool, vae_steps) if variant == "imagevae" else pipe.vae
+    vae = {"imagevae": lambda: image_like_vae(pool, vae_steps),
+           "noisyvae": lambda: noisy_vae(pool, vae_steps, vae_sigma),
+           "blurvae": lambda: noisy_vae(pool, vae_steps, vae_sigma, blur=0.5),
+           "vae8": lambda: noisy_vae(pool, vae_steps, vae_sigma, spec=VAE8)}.get(variant, lambda: pipe.vae)()
+    vae_scores = vae_checks(vae, held, classifier)
+    print(variant, "VAE:", vae_scores, flush=True)
 
     def ids_of(texts):
         return tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
@@ -68,21 +128,26 @@ def probe(variant: str, steps: int, scenes: int, found, corpus, held, vae_steps:
     with torch.no_grad():
         chunks = [slice(s, s + 2000) for s in range(0, scenes, 2000)]
         z = torch.cat([vae.encode(2 * pool.float_images(c) - 1).latent_dist.mean for c in chunks])
-        scale = float(1 / z.std()) if variant == "imagevae" else vae.config.scaling_factor
+        scale = float(1 / z.std()) if variant in ("imagevae", "noisyvae", "blurvae", "vae8") else vae.config.scaling_factor
         z = z * scale
         objects = torch.cat([(pool.float_images(c) - pool.float_images(c)[:, :, :1, :1]).abs().amax(1, keepdim=True) > 0.05
                              for c in chunks]).float()
         objects = F.adaptive_max_pool2d(objects, z.shape[-1])
         empty = te(input_ids=ids_of([""])).last_hidden_state
-    ids = ids_of([c for caps in pool.captions for c in caps]).reshape(scenes, 5, -1)
+    if variant == "shapeword":
+        ids = ids_of(list(pool.attributes["shape_0"])).reshape(scenes, 1, -1)
+    else:
+        ids = ids_of([c for caps in pool.captions for c in caps]).reshape(scenes, 5, -1)
     labels = torch.tensor([SHAPES.index(s) for s in pool.attributes["shape_0"]])
 
-    channels = (64, 128, 128) if variant == "wide" else (32, 64, 128)
+    channels = (64, 128, 128) if variant in ("wide", "vae8") else (32, 64, 128)
     down, up = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"), \
         ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
-    if variant == "attn16":
+    if variant in ("attn16", "vae8"):
         down, up = ("CrossAttnDownBlock2D",) * 3, ("CrossAttnUpBlock2D",) * 3
     extra = {"num_class_embeds": len(SHAPES) + 1} if variant == "oracle" else {}
+    if variant == "pooled":  # the caption, attention-pooled, added to the time embedding
+        extra = {"addition_embed_type": "text", "addition_embed_type_num_heads": 4}
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=z.shape[-1], in_channels=z.shape[1], out_channels=z.shape[1],
                                 down_block_types=down, up_block_types=up, block_out_channels=channels,
@@ -106,7 +171,7 @@ def probe(variant: str, steps: int, scenes: int, found, corpus, held, vae_steps:
         return ((err * w).flatten(1).mean(1) / w.flatten(1).mean(1)).mean()
 
     x_held, caps_held, attrs_held = held
-    captions = [c[0] for c in caps_held]
+    captions = list(attrs_held["shape_0"]) if variant == "shapeword" else [c[0] for c in caps_held]
     held_labels = torch.tensor([SHAPES.index(s) for s in attrs_held["shape_0"]])
 
     @torch.no_grad()
@@ -130,7 +195,7 @@ def probe(variant: str, steps: int, scenes: int, found, corpus, held, vae_steps:
                            eval_every=eval_every or max(1, steps // 2)), None, desc=variant, evaluate=evaluate)
     curve = [h for h in hist if "shape" in h]
     return {"variant": variant, "steps": steps, "scenes": scenes, "minutes": round((time.time() - t0) / 60, 1),
-            "curve": curve}
+            "vae": vae_scores, "curve": curve}
 
 
 def main() -> None:
@@ -140,6 +205,7 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=20000)
     ap.add_argument("--captions", type=int, default=100)
     ap.add_argument("--vae-steps", type=int, default=1200, help="imagevae: steps of its VAE")
+    ap.add_argument("--vae-sigma", type=float, default=0.2, help="noisyvae: relative latent noise")
     ap.add_argument("--eval-every", type=int, default=None, help="learning-curve interval (default: steps / 2)")
     args = ap.parse_args()
     cfg = load_params(PROJ_ROOT / "params.yaml")
@@ -147,7 +213,8 @@ def main() -> None:
     corpus = SceneCorpus(cfg.foundation.corpus.seed)
     held = corpus.held_out(args.captions)
     for variant in args.variants:
-        print(json.dumps(probe(variant, args.steps, args.scenes, found, corpus, held, args.vae_steps, args.eval_every)),
+        print(json.dumps(probe(variant, args.steps, args.scenes, found, corpus, held, args.vae_steps, args.eval_every,
+                               args.vae_sigma)),
               flush=True)
 
 

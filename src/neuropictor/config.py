@@ -253,6 +253,10 @@ class NeuroPictorParams:
     empty_rate: float = 0.05  # share of F^sem replaced by the empty caption (CFG)
     multi_subject_pretraining: bool = True  # false: refine from scratch on one subject
     refining: bool = True  # false: evaluate the pretrained model ("w/o ft")
+    # layout where this world and the released code differ (params.paper.yaml: 128, true, features)
+    hlgn_hidden_tokens: int | None = None  # HLGN's middle token count; null = (L_r + L_T) // 2
+    hlgn_layer_norm: bool = False  # LayerNorm closing each HLGN branch, aux zero conv kernel 3
+    llmn_map: str = "latent"  # F_0^l at the latent's shape (latent) | the UNet's first width (features)
     pretrain: Loop = field(default_factory=lambda: Loop(steps=800, batch_size=32, lr=1e-3, mask_steps=160))
     refine: Loop = field(default_factory=lambda: Loop(steps=240, batch_size=32, lr=3e-4, mask_steps=48))
     refine_subjects: tuple[int, ...] = (1, 2, 5, 7)
@@ -542,6 +546,10 @@ def _validate(s: Settings, path: Path) -> None:
             bad(f"params.synthetic.{name}.n_sessions_partial must not exceed n_sessions_complete.")
     if s.neuropictor.encoder_init not in ("pretrained", "random"):
         bad(f"params.neuropictor.encoder_init is '{s.neuropictor.encoder_init}'; use pretrained or random.")
+    if s.neuropictor.llmn_map not in ("latent", "features"):
+        bad(f"params.neuropictor.llmn_map is '{s.neuropictor.llmn_map}'; use latent or features.")
+    if s.neuropictor.hlgn_hidden_tokens is not None and s.neuropictor.hlgn_hidden_tokens < 1:
+        bad(f"params.neuropictor.hlgn_hidden_tokens is {s.neuropictor.hlgn_hidden_tokens}; use a positive count or null.")
     if s.neuropictor.encoder_output not in ("full", "cls"):
         bad(f"params.neuropictor.encoder_output is '{s.neuropictor.encoder_output}'; use full or cls.")
     missing = [x for x in s.neuropictor.refine_subjects if x not in s.prep.subjects]

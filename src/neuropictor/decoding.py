@@ -107,7 +107,9 @@ def build_neuropictor(cfg: Settings, found, mask: np.ndarray, stage: str) -> Neu
     pipe = found.pipe
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     empty = caption_states(pipe, [""])
-    return NeuroPictor(encoder, pipe.unet, empty, scheduler, switches(cfg, stage))
+    n = cfg.neuropictor
+    return NeuroPictor(encoder, pipe.unet, empty, scheduler, switches(cfg, stage), hlgn_hidden_tokens=n.hlgn_hidden_tokens,
+                       hlgn_layer_norm=n.hlgn_layer_norm, llmn_map=n.llmn_map)
 
 
 def stage_checkpoint(cfg: Settings, name: str, *inputs: Path) -> Path:

@@ -56,22 +56,28 @@ def _mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
 
 
 class HLGN(nn.Module):
-    """High-level guiding network (Sec. 3.2): S^r (n, L_r, d_r) -> F~txt, F^sem (n, L_T, d_T)."""
+    """High-level guiding network (Sec. 3.2): S^r (n, L_r, d_r) -> F~txt, F^sem (n, L_T, d_T).
+
+    `layer_norm` is the released code's layout (a LayerNorm ends each branch; the auxiliary
+    branch's zero conv has kernel 3); without it, this world's (no norm, kernel 1)."""
 
     def __init__(self, L_r: int, d_r: int, L_T: int, d_T: int, hidden_tokens: int | None = None,
-                 use_aux: bool = True, hidden_dim: int | None = None):
+                 use_aux: bool = True, hidden_dim: int | None = None, layer_norm: bool = False):
         super().__init__()
         ht = hidden_tokens or max(1, (L_r + L_T) // 2)
         hd = hidden_dim or max(d_r, d_T)
+        norm = [nn.LayerNorm(d_T)] if layer_norm else []
         # E_txt (Eq. 2): token convs shrink L_r to L_T, an MLP maps d_r to the text space d_T
-        self.fmri_to_text = nn.Sequential(_token_convs(L_r, ht, L_T), _mlp(d_r, hd, d_T))
+        self.fmri_to_text = nn.Sequential(_token_convs(L_r, ht, L_T), _mlp(d_r, hd, d_T), *norm)
         self.aux = None
         if use_aux:
             # E_au: same shape, plus a zero 1-D conv so F^au = 0 at the start (Eq. 4)
-            zero = nn.Conv1d(L_T, L_T, 1)
+            k = 3 if layer_norm else 1
+            zero = nn.Conv1d(L_T, L_T, k, padding=k // 2)
             nn.init.zeros_(zero.weight)
             nn.init.zeros_(zero.bias)
-            self.aux = nn.Sequential(_token_convs(L_r, ht, L_T), _mlp(d_r, hd, d_T), zero)
+            norm = [nn.LayerNorm(d_T)] if layer_norm else []
+            self.aux = nn.Sequential(_token_convs(L_r, ht, L_T), _mlp(d_r, hd, d_T), *norm, zero)
 
     def forward(self, S_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """S^r (n, L_r, d_r) -> (F~txt, F^sem), each (n, L_T, d_T)."""
@@ -100,21 +106,57 @@ class FeatureTransform(nn.Module):
         return x.reshape(len(x), self.channels, self.h, self.w)
 
 
+class FeatureMapTransform(nn.Module):
+    """E_ft as the released code builds it: S^r (n, L_r, d_r) -> F_0^l (n, C, h, w) at the
+    UNet's first width C (SD-2.1: 320 x 64 x 64). Token convs L_r -> 2 L_r -> C, a Linear
+    d_r -> h * w with SiLU, and a zero-initialised Conv1d(C, C, 3), so F_0 starts at zero."""
+
+    def __init__(self, L_r: int, d_r: int, channels: int, side: int | tuple[int, int]):
+        super().__init__()
+        self.h, self.w = (side, side) if isinstance(side, int) else tuple(side)
+        self.channels = channels
+        self.token_convs = _token_convs(L_r, 2 * L_r, channels)
+        self.linear = nn.Sequential(nn.Linear(d_r, self.h * self.w), nn.SiLU())
+        self.zero = nn.Conv1d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.zero.weight)
+        nn.init.zeros_(self.zero.bias)
+
+    def forward(self, S_r: torch.Tensor) -> torch.Tensor:
+        x = self.zero(self.linear(self.token_convs(S_r)))  # (n, C, h * w)
+        return x.reshape(len(x), self.channels, self.h, self.w)
+
+
+LLMN_MAPS = ("latent", "features")
+
+
 class LLMN(nn.Module):
     """Low-level manipulation network (Sec. 3.3): feature transformation + a ControlNet copy
-    of the UNet encoder. Returns the residuals for the frozen UNet's decoder and middle."""
+    of the UNet encoder. Returns the residuals for the frozen UNet's decoder and middle.
+
+    `map`: "latent" (this world's choice) makes F_0^l the latent's shape and feeds it through
+    a one-step conditioning embedding; "features" (the released code) makes it the UNet's
+    first width (320 x 64 x 64 for SD-2.1) and adds it right after the copy's first input
+    block (conv_in): the copy's image-hint embedding is then unused (an identity)."""
 
     def __init__(self, unet, L_r: int, d_r: int, embedding_channels: int | None = None,
-                 hidden_tokens: int | None = None, hidden_dim: int | None = None):
+                 hidden_tokens: int | None = None, hidden_dim: int | None = None, map: str = "latent"):
         from diffusers import ControlNetModel
 
         super().__init__()
+        if map not in LLMN_MAPS:
+            raise ValueError(f"LLMN map must be one of {LLMN_MAPS}, got {map!r}")
         c, side = unet.config.in_channels, unet.config.sample_size
-        self.feature_transform = FeatureTransform(L_r, d_r, c, side, hidden_tokens, hidden_dim)
-        # one entry = conv_in + zero conv_out, no stride-2 blocks: F_0^l is already at latent size
-        width = embedding_channels or unet.config.block_out_channels[0]
-        self.manipulator = ControlNetModel.from_unet(
-            unet, conditioning_embedding_out_channels=(width,), conditioning_channels=c)
+        width = unet.config.block_out_channels[0]
+        if map == "features":
+            self.feature_transform = FeatureMapTransform(L_r, d_r, width, side)
+            self.manipulator = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16,),
+                                                         conditioning_channels=1)
+            self.manipulator.controlnet_cond_embedding = nn.Identity()
+        else:
+            self.feature_transform = FeatureTransform(L_r, d_r, c, side, hidden_tokens, hidden_dim)
+            # one entry = conv_in + zero conv_out, no stride-2 blocks: F_0^l is already at latent size
+            self.manipulator = ControlNetModel.from_unet(
+                unet, conditioning_embedding_out_channels=(embedding_channels or width,), conditioning_channels=c)
 
     def forward(self, z_t: torch.Tensor, t, F_sem: torch.Tensor, S_r: torch.Tensor,
                 alpha: float = 1.0) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
@@ -130,12 +172,15 @@ class NeuroPictor(nn.Module):
 
     encoder: fMRI encoder (see module docstring); unet: diffusers `UNet2DConditionModel`
     (frozen here); empty_states: the text encoder's states of the empty caption (1, L_T, d_T);
-    noise_scheduler: the DDPM scheduler that defines training's forward process.
+    noise_scheduler: the DDPM scheduler that defines training's forward process;
+    hlgn_hidden_tokens, hlgn_layer_norm, llmn_map: the layout choices where this world and the
+    released code differ (params `neuropictor.hlgn_*`, `neuropictor.llmn_map`).
     """
 
     def __init__(self, encoder: nn.Module, unet, empty_states: torch.Tensor, noise_scheduler,
                  switches: ModelSwitches = ModelSwitches(), hidden_tokens: int | None = None,
-                 hidden_dim: int | None = None):
+                 hidden_dim: int | None = None, hlgn_hidden_tokens: int | None = None,
+                 hlgn_layer_norm: bool = False, llmn_map: str = "latent"):
         super().__init__()
         if empty_states.dim() == 2:
             empty_states = empty_states[None]
@@ -149,9 +194,10 @@ class NeuroPictor(nn.Module):
         L_r, d_r = encoder.tokens(switches.encoder_output), encoder.width
         _, L_T, d_T = empty_states.shape
         self.encoder = encoder if switches.encoder_trainable else encoder.requires_grad_(False).eval()
-        self.hlgn = HLGN(L_r, d_r, L_T, d_T, hidden_tokens, use_aux=switches.use_aux, hidden_dim=hidden_dim)
+        self.hlgn = HLGN(L_r, d_r, L_T, d_T, hlgn_hidden_tokens or hidden_tokens, use_aux=switches.use_aux,
+                         hidden_dim=hidden_dim, layer_norm=hlgn_layer_norm)
         # the LLMN copies the UNet's encoder weights, so build it before anything changes them
-        self.llmn = LLMN(unet, L_r, d_r) if switches.use_llmn else None
+        self.llmn = LLMN(unet, L_r, d_r, map=llmn_map) if switches.use_llmn else None
         self.unet = unet.requires_grad_(False).eval()
         self.register_buffer("empty_states", empty_states.detach().clone())
 
