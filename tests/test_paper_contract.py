@@ -57,7 +57,7 @@ def paper_cfg():
     return load_params(PROJ_ROOT / "params.paper.yaml")
 
 
-def _build(cfg, context_width: int = D_T, **neuropictor):
+def _build(monkeypatch, cfg, context_width: int = D_T, **neuropictor):
     from diffusers import DDPMScheduler
 
     from neuropictor import decoding
@@ -69,12 +69,8 @@ def _build(cfg, context_width: int = D_T, **neuropictor):
     empty = torch.zeros(1, L_T, D_T)  # the text tower's empty-caption states (77 x 1024)
     cfg = replace(cfg, neuropictor=replace(cfg.neuropictor, encoder_init="random", **neuropictor),  # no stage 03 here
                   encoder=replace(cfg.encoder, depth=1, decoder_depth=1))
-    original = decoding.caption_states
-    decoding.caption_states = lambda pipe, texts: empty  # no 1 GB text tower in a unit test
-    try:
-        return decoding.build_neuropictor(cfg, SimpleNamespace(pipe=pipe), np.ones((256, 256), bool), "refine")
-    finally:
-        decoding.caption_states = original
+    monkeypatch.setattr(decoding, "caption_states", lambda pipe, texts: empty)  # no 1 GB text tower here
+    return decoding.build_neuropictor(cfg, SimpleNamespace(pipe=pipe), np.ones((256, 256), bool), "refine")
 
 
 def _record_shapes(model) -> dict:
@@ -113,14 +109,14 @@ def test_paper_params_are_the_released_layout(paper_cfg):
 
 
 @pytest.mark.parametrize("wrong", ["context width 768", "HLGN hidden tokens 167"])
-def test_contract_catches_a_wrong_width(paper_cfg, wrong):
+def test_contract_catches_a_wrong_width(monkeypatch, paper_cfg, wrong):
     """The checks bite: a UNet whose context is not the text width is refused at build time;
     an HLGN with this world's token count instead of the released 128 is reported."""
     if wrong.startswith("context"):
         with pytest.raises(ValueError, match="cross_attention_dim"):
-            _build(paper_cfg, context_width=768)
+            _build(monkeypatch, paper_cfg, context_width=768)
         return
-    model = _build(paper_cfg, hlgn_hidden_tokens=None)  # (257 + 77) // 2 = 167
+    model = _build(monkeypatch, paper_cfg, hlgn_hidden_tokens=None)  # (257 + 77) // 2 = 167
     shapes = _record_shapes(model)
     with torch.no_grad():
         S_r, _, _ = model.conditions(torch.randn(1, 256, 256))
@@ -129,10 +125,10 @@ def test_contract_catches_a_wrong_width(paper_cfg, wrong):
     assert _mismatches(shapes) == [f"hlgn hidden tokens: (1, 167, {D_R}) != (n, {HLGN_HIDDEN}, {D_R})"]
 
 
-def test_paper_world_contract(paper_cfg):
+def test_paper_world_contract(monkeypatch, paper_cfg):
     from neuropictor.sample import reconstruct
 
-    model = _build(paper_cfg)
+    model = _build(monkeypatch, paper_cfg)
     shapes = _record_shapes(model)
     assert model.encoder.tokens("full") == L_R and model.encoder.width == D_R
     assert len(model.llmn.manipulator.controlnet_down_blocks) == 1 + 2 * 3 + 1  # one zero conv per skip
