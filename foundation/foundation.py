@@ -244,8 +244,8 @@ save_figure(fig, FIG / "vae_reconstructions.png")
 # (NegCLIP-style hard negatives): the towers must tell shapes apart, not only scenes.
 
 # %%
-from neuropictor.models.foundation import (CLIPSpec, build_clip, clip_embed_images, clip_embed_text, clip_loss,
-                                           clip_negatives_loss, clip_retrieval)
+from neuropictor.models.foundation import (CLIPSpec, build_clip, clip_loss, clip_negatives_loss, clip_retrieval,
+                                           clip_shape_pick)
 
 T_STAGE = time.time()
 clip_spec = CLIPSpec(width=P.clip.width, layers=P.clip.layers, heads=P.clip.heads, embed_dim=P.clip.embed_dim,
@@ -261,15 +261,8 @@ hist = timed_fit(clip, clip_objective, clip_data, train_cfg(P.clip, 1), checkpoi
 curve(hist, "clip")
 clip.eval().requires_grad_(False)
 n_ret = min(100, n_held)
-img_emb = clip_embed_images(clip, x_held[:n_ret])
 retrieval = clip_retrieval(clip, x_held[:n_ret], token_ids(full_held[:n_ret]))
-true_shape = attrs_held["shape_0"].to_numpy()[:n_ret]
-variant_sims = []
-for k, shape in enumerate(SHAPES):
-    texts = [full if true_shape[i] == shape else shape_variants(attrs_held.iloc[i], [shape])[0]
-             for i, full in enumerate(full_held[:n_ret])]
-    variant_sims.append((img_emb * clip_embed_text(clip, token_ids(texts))).sum(1))
-shape_pick = float((torch.stack(variant_sims, 1).argmax(1).numpy() == np.array([SHAPES.index(s) for s in true_shape])).mean())
+shape_pick = clip_shape_pick(clip, x_held[:n_ret], attrs_held.iloc[:n_ret], full_held[:n_ret], token_ids)
 results["clip"] = {"top1_retrieval": retrieval, "among": n_ret, "shape_pick": shape_pick,
                    "shape_pick_chance": 1 / len(SHAPES)}
 timed("clip")

@@ -13,30 +13,14 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 from neuropictor.config import PROJ_ROOT, load_params
 from neuropictor.data.corpus import SceneCorpus, ScenePool, UInt8Batches, shape_variants
 from neuropictor.data.stimuli import SHAPES
-from neuropictor.models.foundation import (CLIPSpec, build_clip, clip_embed_images, clip_embed_text,
-                                           clip_negatives_loss, clip_retrieval)
+from neuropictor.models.foundation import CLIPSpec, build_clip, clip_negatives_loss, clip_retrieval, clip_shape_pick
 from neuropictor.models.tokenizer import build_tokenizer
 from neuropictor.train import TrainConfig, fit
-
-
-def shape_pick(clip, images, attrs, captions, token_ids) -> float:
-    """As the foundation notebook scores it: the share of images closest to their own full
-    caption among its variants with each other primary shape."""
-    img = clip_embed_images(clip, images)
-    true = attrs["shape_0"].to_numpy()
-    sims = []
-    for shape in SHAPES:
-        texts = [full if true[i] == shape else shape_variants(attrs.iloc[i], [shape])[0]
-                 for i, full in enumerate(captions)]
-        sims.append((img * clip_embed_text(clip, token_ids(texts))).sum(1))
-    picked = torch.stack(sims, 1).argmax(1).numpy()
-    return float((picked == np.array([SHAPES.index(s) for s in true])).mean())
 
 
 def main() -> None:
@@ -73,7 +57,7 @@ def main() -> None:
     def evaluate(model):
         model.eval()
         out = {"top1": clip_retrieval(model, x_held, token_ids(full_held)),
-               "shape_pick": shape_pick(model, x_held, attrs_held, full_held, token_ids)}
+               "shape_pick": clip_shape_pick(model, x_held, attrs_held, full_held, token_ids)}
         model.train()
         return out
 

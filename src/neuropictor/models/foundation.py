@@ -170,6 +170,24 @@ def clip_retrieval(clip, images: torch.Tensor, ids: torch.Tensor) -> float:
     return float((sim.argmax(1) == torch.arange(len(images))).float().mean())
 
 
+def clip_shape_pick(clip, images: torch.Tensor, attributes, captions: list[str], token_ids) -> float:
+    """The share of images closest to their own full caption among its variants with each
+    other primary shape (issue 12's CLIP shape bar; chance 1 / len(SHAPES)). `attributes`
+    holds the images' attribute rows, `token_ids` turns texts into caption ids."""
+    from ..data.corpus import shape_variants
+    from ..data.stimuli import SHAPES
+
+    img = clip_embed_images(clip, images)
+    true = attributes["shape_0"].to_numpy()
+    sims = []
+    for shape in SHAPES:
+        texts = [full if true[i] == shape else shape_variants(attributes.iloc[i], [shape])[0]
+                 for i, full in enumerate(captions)]
+        sims.append((img * clip_embed_text(clip, token_ids(texts))).sum(1))
+    picked = torch.stack(sims, 1).argmax(1).numpy()
+    return float((picked == np.array([SHAPES.index(s) for s in true])).mean())
+
+
 def text_encoder_of(clip):
     """The text tower as a stand-alone `CLIPTextModel` (what SD pipelines load)."""
     from transformers import CLIPTextModel
