@@ -118,7 +118,7 @@ def curve(history, name):
 # token.
 
 # %%
-from neuropictor.data.corpus import SceneCorpus, ScenePool, UInt8Batches, shape_variants
+from neuropictor.data.corpus import SceneCorpus, ScenePool, UInt8Batches, primary_captions, shape_variants
 from neuropictor.data.stimuli import BACKGROUNDS, COLOURS, SHAPES, SIZES
 from neuropictor.models.tokenizer import build_tokenizer
 
@@ -271,8 +271,11 @@ print(results["clip"])
 # %% [markdown]
 # ## 5 · Text-to-image UNet
 # On the VAE latents of the corpus (scaled to unit variance), conditioned on the frozen text
-# tower's final-layer token states of one of each scene's five captions; 10 % empty captions
-# for classifier-free guidance; v-prediction on a zero-terminal-SNR schedule; an EMA of the
+# tower's final-layer token states of one of each scene's five captions or, a
+# `unet.primary_caption_share` of the time, of the full caption cut after the primary
+# object's name ("a medium red triangle": the text tower is causal, so its last state is the
+# one the full caption has there; it tells the UNet which shape is the primary's); 10 % empty
+# captions for classifier-free guidance; v-prediction on a zero-terminal-SNR schedule; an EMA of the
 # weights is what ships. Every `unet.eval_every` steps the EMA UNet draws held-out captions
 # and the classifier reads them: the learning curve that sets the step count.
 
@@ -314,10 +317,15 @@ def learning_curve_point(model):
     return scores
 
 
+unet_ids, first_share = ids_pool, None
+if P.unet.primary_caption_share:  # caption 0: the full caption cut after the primary object's name
+    primary = torch.cat([token_ids(primary_captions(pool.attributes.iloc[s:s + 5000]))
+                         for s in range(0, n_scenes, 5000)])
+    unet_ids, first_share = torch.cat([primary[:, None], ids_pool], 1), P.unet.primary_caption_share
 unet_cfg = train_cfg(P.unet, 2, ema=P.unet.ema, eval_every=0 if cfg.smoke else P.unet.eval_every)
 hist = timed_fit(unet, diffusion_loss(noise_schedule("ddpm", **schedule), empty_states, P.unet.empty_caption_rate,
-                                      text_encoder, P.unet.snr_gamma),
-                 TensorBatches(z_pool, ids_pool), unet_cfg, checkpoint_dir("unet", P.unet, P.clip, P.vae, len(tokenizer)),
+                                      text_encoder, P.unet.snr_gamma, first_share),
+                 TensorBatches(z_pool, unet_ids), unet_cfg, checkpoint_dir("unet", P.unet, P.clip, P.vae, len(tokenizer)),
                  desc="unet", evaluate=learning_curve_point)
 curve([h for h in hist if "loss" in h], "unet")
 curve([h for h in hist if "shape" in h], "unet_text_to_image")

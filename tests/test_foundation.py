@@ -86,3 +86,28 @@ def test_diffusion_target_follows_the_prediction_type():
     # Min-SNR weights stay finite at SNR 0 for v-prediction
     w = fd.snr_weights(sched, t, 5.0)
     assert torch.isfinite(w).all() and float(w[2]) == 0.0
+
+
+def test_primary_caption_is_the_full_captions_prefix_with_the_same_states():
+    """`unet.primary_caption_share` rests on this: the primary caption is the full caption cut
+    after the primary object's name, and the causal text tower gives its tokens the very
+    states the full caption has there (so what the UNet learns from it transfers)."""
+    from neuropictor.data.corpus import SceneCorpus, ScenePool, primary_captions
+    from neuropictor.data.stimuli import SHAPES, full_caption, scene_of_row
+
+    pool = ScenePool(SceneCorpus(7), 12)
+    primary = primary_captions(pool.attributes)
+    full = [full_caption(scene_of_row(row)) for _, row in pool.attributes.iterrows()]
+    for p, f, shape in zip(primary, full, pool.attributes["shape_0"]):
+        assert f.startswith(p + " ") and p.endswith(" " + shape) and shape in SHAPES
+    tok = build_tokenizer([c for caps in pool.captions for c in caps], max_length=24)
+    clip = fd.build_clip(fd.CLIPSpec(width=32, layers=2, heads=2, embed_dim=16, max_length=24, patch=8),
+                         len(tok), image_size=64)
+    text = fd.text_encoder_of(clip)
+    ids = lambda texts: torch.tensor(tok(texts, padding="max_length", max_length=24).input_ids)  # noqa: E731
+    with torch.no_grad():
+        sp, sf = text(ids(primary)).last_hidden_state, text(ids(full)).last_hidden_state
+    for i, p in enumerate(primary):
+        n = len(tok(p).input_ids) - 1  # BOS + the words, without the end token
+        torch.testing.assert_close(sp[i, :n], sf[i, :n])
+        assert not torch.allclose(sp[i, n:], sf[i, n:])  # after the name they differ

@@ -14,6 +14,7 @@ from neuropictor.io import OUTPUT_MARKER
 from neuropictor.train import TrainConfig, batch_indices, fit
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+from train_neuropictor_ddp import make as make_neuropictor  # noqa: E402
 from train_probe import loss_fn, make  # noqa: E402
 
 CFG = TrainConfig(steps=60, batch_size=16, lr=3e-2, warmup=5, ckpt_every=10, log_every=10)
@@ -52,18 +53,45 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
                                                 OUTPUT_MARKER}
 
 
-@pytest.mark.slow
-def test_two_processes_match_one(tmp_path):
-    script = Path(__file__).parent / "scripts" / "train_probe.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _one_and_two_processes(script: str, tmp_path: Path) -> tuple[dict, dict]:
+    """Run tests/scripts/`script` in one process and under `accelerate launch` in two (CPU,
+    gloo); returns both runs' saved weights, after checking the second really ran two."""
+    from safetensors import safe_open
+
+    script = Path(__file__).parent / "scripts" / script
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     subprocess.run([sys.executable, str(script), str(tmp_path / "one.safetensors")], check=True, env=env)
-    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # --multi_gpu on a machine without GPUs runs MULTI_CPU; `--cpu --num_processes 2` runs one
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                     str(script), str(tmp_path / "two.safetensors")], check=True, env=env, timeout=300)
-    one, two = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
+    for name, expected in (("one", "1"), ("two", "2")):
+        with safe_open(tmp_path / f"{name}.safetensors", "pt") as f:
+            assert f.metadata()["processes"] == expected
+    return load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+    one, two = _one_and_two_processes("train_probe.py", tmp_path)
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5)
     assert any(not torch.equal(v, torch.zeros_like(v)) for v in one.values())
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_on_neuropictor(tmp_path):
+    """Issue 13: DDP on NeuroPictor itself (fMRI encoder, HLGN, ControlNet copy, frozen UNet,
+    L_dif + L_sem, random noise / timesteps / caption drops) ends with the 1-process weights:
+    a sample's draws do not depend on the process that holds it (`train.BatchDraws`), and
+    the MAE decoder, unused downstream, is frozen so DDP waits for no gradient from it."""
+    one, two = _one_and_two_processes("train_neuropictor_ddp.py", tmp_path)
+    start = make_neuropictor()[0].trainable_state_dict()
+    moved = [k for k in one if not torch.equal(one[k], start[k])]
+    assert any(k.startswith("encoder.") for k in moved) and any(k.startswith("hlgn.") for k in moved)
+    assert any(k.startswith("llmn.") for k in moved)
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -154,7 +154,7 @@ class CLIPParams:
     patch: int = 8  # image tower patch size
     full_caption_share: float = 0.5  # share of steps pairing an image with its full caption
     shape_negatives: bool = True  # each image also meets its caption with another shape (NegCLIP)
-    steps: int = 800
+    steps: int = 2400
     batch_size: int = 128
     lr: float = 1e-3
 
@@ -165,6 +165,7 @@ class UNetParams:
     heads: int = 4
     empty_caption_rate: float = 0.1  # captions dropped for classifier-free guidance
     snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (e.g. 5.0); null = plain MSE
+    primary_caption_share: float = 0.5  # training captions cut after the primary object's name
     prediction: str = "v_prediction"  # epsilon | v_prediction (what SD-2.1 predicts)
     zero_terminal_snr: bool = True  # betas rescaled so t = T is pure noise (needs v_prediction)
     ema: float = 0.999  # EMA of the weights; the shipped UNet is the average

@@ -77,6 +77,38 @@ def checkpoint_dir(root: str | Path, name: str, *settings) -> Path:
     return Path(root) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+_STEP_DRAWS: tuple[int, int, int] | None = None  # (seed of the step's draws, process, processes) inside `fit`
+
+
+class BatchDraws:
+    """Random draws for the samples of one training batch that do not depend on how the
+    batch is split over processes: inside `fit`, every process draws the whole global batch
+    from one generator seeded by (seed, step) and keeps its own rows (the rows `fit` gave it:
+    every `processes`-th from its index on), so under DDP a sample gets the noise, timestep
+    and caption drop it gets in one process and the runs end with the same weights. Outside
+    `fit` the draws come from the global RNG."""
+
+    def __init__(self, n: int, device):
+        self.n, self.device = n, torch.device(device)
+        self.generator, self.rank, self.processes = None, 0, 1
+        if _STEP_DRAWS is not None:
+            seed, self.rank, self.processes = _STEP_DRAWS
+            self.generator = torch.Generator(self.device).manual_seed(seed)
+
+    def _mine(self, x: torch.Tensor) -> torch.Tensor:
+        return x[self.rank::self.processes]
+
+    def rand(self) -> torch.Tensor:
+        return self._mine(torch.rand(self.n * self.processes, device=self.device, generator=self.generator))
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return self._mine(torch.randn(self.n * self.processes, *shape, device=self.device, generator=self.generator))
+
+    def randint(self, high: int) -> torch.Tensor:
+        return self._mine(torch.randint(0, high, (self.n * self.processes,), device=self.device,
+                                        generator=self.generator))
+
+
 def batch_indices(n: int, step: int, batch_size: int, seed: int) -> torch.Tensor:
     """Rows of global batch `step`: a seeded draw without replacement within the batch."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -178,6 +210,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
     its numbers join the history (a learning curve). Each logged entry carries "seconds":
     the run's wall time so far, summed over every resumed part.
     """
+    global _STEP_DRAWS
     from accelerate import Accelerator
 
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
@@ -215,6 +248,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
         accelerator.print(f"{desc} step {done}: " + ", ".join(f"{k} {v:.3g}" for k, v in numbers.items()))
 
     model, optimizer = accelerator.prepare(model, optimizer)
+    if ema is not None:  # its shadow weights follow the model onto the accelerator's device
+        ema.to(accelerator.device)
     n_proc, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % n_proc:
         raise ValueError(f"batch_size {cfg.batch_size} must divide by the {n_proc} processes")
@@ -228,7 +263,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
         rows = batch_indices(n, step, cfg.batch_size, cfg.seed)[rank::n_proc]
         # the loss's own draws (noise, timesteps, dropped captions) are a function of (seed,
         # step, process) too, so a resumed run continues exactly as the uninterrupted one
-        torch.manual_seed((cfg.seed * 1_000_003 + step) * 64 + rank)
+        step_seed = (cfg.seed * 1_000_003 + step) * 64
+        torch.manual_seed(step_seed + rank)
+        _STEP_DRAWS = (step_seed, rank, n_proc)  # for BatchDraws: the same in every process
         batch = dataset[rows]
         batch = tuple(b.to(accelerator.device) for b in batch) if isinstance(batch, tuple) else batch.to(accelerator.device)
         with accelerator.autocast():
@@ -257,6 +294,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
             save_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler, done, history, cfg, ema)
         if stop_after is not None and done - start >= stop_after:
             break
+    _STEP_DRAWS = None
     accelerator.wait_for_everyone()
     if ema is not None:
         ema.copy_to(params)

@@ -1,6 +1,8 @@
 """A tiny regression trained with neuropictor.train.fit; weights saved to argv[1].
 
-Run directly (1 process) or under `accelerate launch --cpu --num_processes 2` by the tests."""
+Run directly (1 process) or under `accelerate launch --multi_gpu --num_processes 2` by the
+tests (on a machine without GPUs that is two CPU processes over gloo; `--cpu` would quietly
+run one)."""
 import sys
 
 import torch
@@ -29,5 +31,7 @@ if __name__ == "__main__":
     history = fit(model, loss_fn, data, cfg, out_dir=None)
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[1])
+    state = PartialState()
+    if state.is_main_process:  # the process count goes along, so a test sees DDP really ran
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[1],
+                  metadata={"processes": str(state.num_processes)})

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .stimuli import attribute_row, captions, full_caption, render, sample_scene
+from .stimuli import attribute_row, captions, full_caption, primary_caption, render, sample_scene, scene_of_row
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,11 @@ class SceneCorpus:
     def held_out(self, n: int) -> tuple[torch.Tensor, list[list[str]], pd.DataFrame]:
         """The last `n` scenes of the index range: never in a training batch."""
         return self.batch(range(self.length - n, self.length))
+
+
+def primary_captions(attributes: pd.DataFrame) -> list[str]:
+    """Each attribute-table row's full caption cut after the primary object's name."""
+    return [primary_caption(scene_of_row(row)) for _, row in attributes.iterrows()]
 
 
 def shape_variants(row, shapes=None) -> list[str]:

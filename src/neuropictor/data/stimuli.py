@@ -112,6 +112,12 @@ def full_caption(scene: Scene) -> str:
     return f"a {_name(p, True)} {_where(p['x'], p['y'])}{rest} on a {scene.background} background"
 
 
+def primary_caption(scene: Scene) -> str:
+    """The full caption cut after the primary object's name ("a medium red triangle"): in a
+    causal text tower its last token's state is the one the full caption has there."""
+    return f"a {_name(scene.objects[0], True)}"
+
+
 def scene_of_row(row) -> Scene:
     """An attribute-table row (see `attribute_row`) back to its scene."""
     objects = [{k: row[f"{k}_{i}"] for k in ("shape", "colour", "size", "x", "y")}

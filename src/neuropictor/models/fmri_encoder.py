@@ -143,6 +143,13 @@ class FlatmapMAE(nn.Module):
         maps = maps.to(self.pos_embed.dtype)
         return maps * self.mask if self.mask is not None else maps
 
+    def freeze_decoder(self) -> "FlatmapMAE":
+        """Stop training the parts only pretraining uses (mask token, decoder): downstream
+        they get no gradient, which DDP would otherwise wait for."""
+        for part in (self.mask_token, self.decoder_embed, self.decoder, self.decoder_norm, self.decoder_head):
+            part.requires_grad_(False)
+        return self
+
     def encode(self, maps: torch.Tensor, output: str = "full") -> torch.Tensor:
         """S^r = E(S) (Eq. 1): (n, 1 + P, width) for "full", (n, 1, width) for "cls"."""
         _check_output(output)

@@ -236,17 +236,18 @@ def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.
 
 
 def diffusion_loss(scheduler, empty_states: torch.Tensor, drop_rate: float, text_encoder=None,
-                   snr_gamma: float | None = None):
+                   snr_gamma: float | None = None, first_share: float | None = None):
     """DDPM loss (target by the scheduler's prediction type); a `drop_rate` share of captions
     become the empty caption.
 
     Batches are (latents, caption states) or, with a frozen `text_encoder`, (latents, caption
-    ids (n, k, L)): one of the k captions is drawn per image and encoded on the fly."""
+    ids (n, k, L)): one of the k captions is drawn per image (caption 0 with probability
+    `first_share` if given, see `pick_caption`) and encoded on the fly."""
     def loss(unet, batch):
         z0, states = batch
         if text_encoder is not None:
             with torch.no_grad():
-                states = text_encoder(input_ids=pick_caption(states)).last_hidden_state
+                states = text_encoder(input_ids=pick_caption(states, first_share)).last_hidden_state
         noise = torch.randn_like(z0)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (z0.shape[0],), device=z0.device)
         drop = torch.rand(z0.shape[0], device=z0.device) < drop_rate

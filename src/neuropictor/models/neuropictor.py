@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..train import BatchDraws
 from .foundation import diffusion_target
 
 
@@ -193,6 +194,8 @@ class NeuroPictor(nn.Module):
         self.noise_scheduler = noise_scheduler
         L_r, d_r = encoder.tokens(switches.encoder_output), encoder.width
         _, L_T, d_T = empty_states.shape
+        if hasattr(encoder, "freeze_decoder"):  # the MAE's decoder has no part in decoding images
+            encoder.freeze_decoder()
         self.encoder = encoder if switches.encoder_trainable else encoder.requires_grad_(False).eval()
         self.hlgn = HLGN(L_r, d_r, L_T, d_T, hlgn_hidden_tokens or hidden_tokens, use_aux=switches.use_aux,
                          hidden_dim=hidden_dim, layer_norm=hlgn_layer_norm)
@@ -241,12 +244,13 @@ class NeuroPictor(nn.Module):
         method) so `accelerate`'s DDP wrapper syncs its gradients."""
         sw = self.switches
         S_r, F_txt, F_sem = self.conditions(maps)
-        n = len(z0)
+        # a sample's draws are the same whatever the number of processes (DDP matches 1 process)
+        draws = BatchDraws(len(z0), z0.device)
         # classifier-free guidance: only the semantic condition is dropped; the LLMN keeps S^r
-        drop = torch.rand(n, device=z0.device) < sw.empty_rate
+        drop = draws.rand() < sw.empty_rate
         F_sem = torch.where(drop[:, None, None], self.empty_states.to(F_sem), F_sem)
-        noise = torch.randn_like(z0)
-        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), device=z0.device)
+        noise = draws.randn(*z0.shape[1:]).to(z0)
+        t = draws.randint(self.noise_scheduler.config.num_train_timesteps)
         z_t = self.noise_scheduler.add_noise(z0, noise, t)
         # Eq. 8, written for epsilon; with a v-prediction UNet (SD-2.1) the target is the velocity
         l_dif = F.mse_loss(self.eps(z_t, t, S_r, F_sem), diffusion_target(self.noise_scheduler, z0, noise, t))
