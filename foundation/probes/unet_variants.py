@@ -6,6 +6,8 @@ shipped attribute classifier reads the primary object. Not part of any pipeline:
 rerun when the recipe changes. About 7 min per variant at 1,500 steps on 2 cores.
 
     .venv/bin/python foundation/probes/unet_variants.py shipped oracle attn16 objw wide imagevae
+    python foundation/probes/unet_variants.py shipped shapeword --device cuda --batch-size 256 \
+        --lr 2e-3 --scenes 40000 --steps 16000 --eval-every 1000 --log curve.jsonl   # on a GPU
 
 variants: shipped (the shipped recipe), oracle (+ the true shape as a class embedding),
 shapeword (the caption is only the primary object's shape word: does the full caption hide
