@@ -28,7 +28,7 @@ repro: $(STAMP)
 	@test -d .dvc || (dvc init --quiet && dvc config core.analytics false && dvc config core.check_update false)
 	dvc repro
 
-# The shipped synthetic foundation (~85 min on 2 cores; resumable): its own pipeline,
+# The shipped synthetic foundation (~110-126 min on 2 cores; resumable): its own pipeline,
 # foundation/dvc.yaml. `make repro` never runs it; it loads foundation/weights/.
 foundation: $(STAMP)
 	@test -d .dvc || (dvc init --quiet && dvc config core.analytics false && dvc config core.check_update false)
