@@ -34,7 +34,7 @@ foundation: $(STAMP)
 	@test -d .dvc || (dvc init --quiet && dvc config core.analytics false && dvc config core.check_update false)
 	dvc repro foundation/dvc.yaml
 
-# Table 2 (ablations, ~17 min more): its own pipeline, ablations/dvc.yaml
+# Table 2 (ablations, ~18 min more): its own pipeline, ablations/dvc.yaml
 ablations: $(STAMP)
 	@test -d .dvc || (dvc init --quiet && dvc config core.analytics false && dvc config core.check_update false)
 	dvc repro ablations/dvc.yaml
