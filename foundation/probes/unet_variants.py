@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from neuropictor.config import PROJ_ROOT, load_params
-from neuropictor.data.corpus import SceneCorpus, ScenePool, UInt8Batches
+from neuropictor.data.corpus import SceneCorpus, ScenePool, UInt8Batches, primary_captions
 from neuropictor.data.stimuli import SHAPES
 from neuropictor.models.foundation import (VAESpec, build_vae, diffusion_target, load_foundation, noise_schedule,
                                            pick_caption)
@@ -145,8 +145,7 @@ def probe(variant: str, steps: int, scenes: int, found, corpus, held, vae_steps:
     else:
         ids = ids_of([c for caps in pool.captions for c in caps]).reshape(scenes, 5, -1)
     if variant == "prefixmix":  # half the draws: the full caption cut after the primary object's name
-        prefix = [f"a {r.size_0} {r.colour_0} {r.shape_0}" for r in pool.attributes.itertuples()]
-        ids = torch.cat([ids, ids_of(prefix).reshape(scenes, 1, -1).expand(-1, 5, -1)], 1)
+        ids = torch.cat([ids, ids_of(primary_captions(pool.attributes)).reshape(scenes, 1, -1).expand(-1, 5, -1)], 1)
     labels = torch.tensor([SHAPES.index(s) for s in pool.attributes["shape_0"]])
 
     channels = (64, 128, 128) if variant in ("wide", "vae8") else (32, 64, 128)
