@@ -14,7 +14,7 @@ export TQDM_MININTERVAL ?= 5
 # a few threads per process: prep and tests run several processes on small machines
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: repro foundation ablations test venv notebooks lab bench clean-venv
+.PHONY: repro foundation ablations test own venv notebooks lab bench clean-venv
 
 venv: $(STAMP)
 
@@ -41,6 +41,12 @@ ablations: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Your own scans end to end: make own FILE=path/to/scans.npz [OUT=results/own]
+OUT ?= results/own
+own: $(STAMP)
+	@test -n "$(FILE)" || (echo "usage: make own FILE=path/to/scans.npz [OUT=results/own]" && exit 2)
+	$(PY) -m neuropictor.own "$(FILE)" --out "$(OUT)"
 
 notebooks: $(STAMP)
 	jupytext --to ipynb notebooks/[0-9]*.py

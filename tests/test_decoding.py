@@ -1,4 +1,4 @@
-"""Stage 04-05 helpers: the ridge baseline, stage switches, table formatting, params checks."""
+"""Stage 04-05 helpers: stage switches, table formatting, params checks."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,23 +8,7 @@ import torch
 
 from neuropictor.config import ParamsError, load_params
 from neuropictor.decoding import reference_captions, switches
-from neuropictor.models.ridge import ridge_baseline
 from neuropictor.report import format_metric, write_table
-
-
-def test_ridge_baseline_recovers_a_linear_map():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((200, 30))
-    w_z, w_c = rng.standard_normal((30, 2 * 3 * 3)), rng.standard_normal((30, 4 * 5))
-    z = torch.from_numpy(x @ w_z).float().reshape(200, 2, 3, 3)
-    c = torch.from_numpy(x @ w_c).float().reshape(200, 4, 5)
-    x_test = rng.standard_normal((10, 30))
-    z_hat, c_hat = ridge_baseline(x, z, c, x_test, alphas=(1e-3, 1.0, 100.0), folds=3)
-    z_loo, _ = ridge_baseline(x, z, c, x_test, alphas=(1e-3, 1.0, 100.0), folds=0)
-    np.testing.assert_allclose(z_loo.numpy(), z_hat.numpy(), atol=0.05)
-    assert z_hat.shape == (10, 2, 3, 3) and c_hat.shape == (10, 4, 5)
-    np.testing.assert_allclose(z_hat.flatten(1).numpy(), x_test @ w_z, atol=0.05)
-    np.testing.assert_allclose(c_hat.flatten(1).numpy(), x_test @ w_c, atol=0.05)
 
 
 def test_pretraining_runs_without_the_auxiliary_encoder_and_without_l_sem():

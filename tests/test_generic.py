@@ -83,6 +83,7 @@ def test_generic_defaults_and_session_zscore(tmp_path):
     ({"split": np.array(["train"] * 29 + ["val"])}, "'split' must be 30 strings"),
     ({"images": np.full((30, 32, 32, 3), 7.0)}, "uint8 0-255 or float in"),
     ({"extra": np.zeros(3)}, r"unknown key\(s\) \['extra'\]"),
+    ({"roi": np.array(["V1"] * 39)}, r"'roi' must be one label per voxel \(40\)"),
 ])
 def test_generic_bad_input(tmp_path, change, message):
     data = {**_dataset(np.random.default_rng(2)), **change}
@@ -92,6 +93,22 @@ def test_generic_bad_input(tmp_path, change, message):
         prepare(_cfg(tmp_path, path))
     assert "bad.npz" in str(err.value)
     assert not (tmp_path / "prepared" / "index.csv").exists()
+
+
+def test_generic_roi_labels_become_the_voxel_table(tmp_path):
+    data = _dataset(np.random.default_rng(3))
+    data["roi"] = np.array(["V1", "V2", "V3", "V4", "FFA", ""] * 6 + ["V1"] * 4)
+    path = tmp_path / "mine.npz"
+    np.savez(path, **data)
+    cfg = _cfg(tmp_path, path)
+    prepare(cfg)
+    info = Prepared(cfg.path("prepared")).voxel_info("own")
+    assert info.visual_roi[:6].tolist() == ["V1", "V2", "V3", "hV4", "", ""]
+    assert info.stream[:6].tolist() == ["early", "early", "early", "early", "ventral", ""]
+    np.savez(path, **{k: v for k, v in data.items() if k != "roi"})  # without labels: no table, and a clear error
+    prepare(cfg)
+    with pytest.raises(DataError, match="add `roi`"):
+        Prepared(cfg.path("prepared")).voxel_info("own")
 
 
 def test_generic_missing_file_and_extension(tmp_path):

@@ -276,6 +276,77 @@ class Reconstruction:
 
 
 @dataclass(frozen=True)
+class DecoderFit:
+    """Adam on MSE, up to `epochs` passes, early stopping on a held-out share of the training
+    split (CS292F's recipe; the two-stage GRU decoder trains the same way)."""
+
+    lr: float = 0.0005
+    batch_size: int = 256
+    epochs: int = 100
+    patience: int = 5
+
+
+@dataclass(frozen=True)
+class CS292FParams:
+    """CS292F nonlinear decoders (seed 003); learning rates and batch sizes: the report's Table 2 (NSD)."""
+
+    strength: float = 0.75  # img2img strength of stage 2
+    text_tokens: int = 15  # caption-state tokens decoded (report: 15 of 77); the rest: their training mean
+    text_cnn: DecoderFit = field(default_factory=lambda: DecoderFit(lr=0.0001, batch_size=16))
+    image_cnn: DecoderFit = field(default_factory=lambda: DecoderFit(lr=0.0005, batch_size=256))
+    image_vae: DecoderFit = field(default_factory=lambda: DecoderFit(lr=0.0005, batch_size=256))
+    image_gcn: DecoderFit = field(default_factory=lambda: DecoderFit(lr=0.001, batch_size=64))
+    width: int = 512  # ChebConv width (report: 512)
+    channels: int = 16  # Conv1D channels of the CNN decoders
+    vae_latent: int = 256  # VAE decoder's latent size
+    vae_fmri_weight: float = 1.0  # weight of its fMRI reconstruction loss
+    vae_kl_weight: float = 0.001
+    edge_threshold: float = 0.5  # functional-connectivity edges kept above this
+    table4_samples: int = 5  # samples per image averaged in Table 4 (report: 5)
+
+
+@dataclass(frozen=True)
+class GRUParams:
+    """Two-stage GRU decoder (seed 004): bidirectional GRU over the beta vector in chunks ->
+    the hierarchical VAE's first `groups` latent groups -> coarse image -> img2img."""
+
+    strength: float = 0.75
+    groups: int = 15  # latent groups decoded (paper: 15; its latent-size study: 31)
+    study_groups: int = 31  # the latent-size study's second size
+    chunk: int = 64  # voxels per sequence step
+    hidden: int = 128
+    layers: int = 1
+    rank: int = 64  # rank of the linear read-out from the GRU's states
+    fit: DecoderFit = field(default_factory=lambda: DecoderFit(lr=0.001, batch_size=32))
+    noise_levels: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)  # x the decoded features' s.d. (noise study)
+
+
+@dataclass(frozen=True)
+class TakagiParams:
+    strength: float = 0.75  # img2img strength from the ridge-decoded latent
+
+
+@dataclass(frozen=True)
+class BrainDiffuserParams:
+    strength: float = 0.75
+    groups: int = 31  # ridge -> this many hierarchical-VAE groups (Brain-Diffuser: VDVAE's first 31)
+
+
+@dataclass(frozen=True)
+class Methods:
+    """Stage 05 methods (`src/neuropictor/methods/`, one DVC stage each): fit on the training
+    split, decode the test split, draw through the shared img2img sampler."""
+
+    rows: tuple[str, ...] = ("takagi", "brain_diffuser", "cs292f", "gru")  # Table 1's voxel-method rows
+    seeds: tuple[int, ...] = (0, 1, 2)  # decoder training (and sampling) seeds for the claims' spread
+    val_share: float = 0.1  # training images held out for early stopping
+    takagi: TakagiParams = field(default_factory=TakagiParams)
+    brain_diffuser: BrainDiffuserParams = field(default_factory=BrainDiffuserParams)
+    cs292f: CS292FParams = field(default_factory=CS292FParams)
+    gru: GRUParams = field(default_factory=GRUParams)
+
+
+@dataclass(frozen=True)
 class Ablations:
     """Notebook 06 (`make ablations`): Table 2's rows on one subject."""
 
@@ -293,6 +364,7 @@ class Ablations:
 
 WORLDS = ("synthetic", "nsd", "generic")
 ZSCORE_MODES = ("session", "train", "none")
+METHOD_NAMES = ("takagi", "brain_diffuser", "cs292f", "gru")  # src/neuropictor/methods/<name>.py
 
 
 @dataclass(frozen=True)
@@ -307,6 +379,7 @@ class Settings:
     encoder: EncoderParams = field(default_factory=EncoderParams)
     neuropictor: NeuroPictorParams = field(default_factory=NeuroPictorParams)
     reconstruction: Reconstruction = field(default_factory=Reconstruction)
+    methods: Methods = field(default_factory=Methods)
     ablations: Ablations = field(default_factory=Ablations)
 
     def steps(self, steps: int) -> int:
@@ -466,6 +539,15 @@ RANGES: tuple[tuple[str, tuple], ...] = (
     ("reconstruction.alpha", _NON_NEGATIVE), ("reconstruction.alpha_sweep", _NON_NEGATIVE),
     ("reconstruction.ridge_strength", (lambda v: 0 < v <= 1, "above 0 and at most 1")),
     ("reconstruction.n_figure", _AT_LEAST_1),
+    ("methods.*.strength", (lambda v: 0 < v <= 1, "above 0 and at most 1")), ("methods.seeds", _NON_NEGATIVE),
+    ("methods.*.epochs", _AT_LEAST_1), ("*.patience", _AT_LEAST_1),
+    ("methods.val_share", (lambda v: 0 < v < 0.5, "above 0 and below 0.5")), ("methods.*.*.epochs", _AT_LEAST_1),
+    ("methods.cs292f.text_tokens", _AT_LEAST_1), ("methods.cs292f.*_weight", _NON_NEGATIVE),
+    ("methods.cs292f.edge_threshold", (lambda v: -1 <= v <= 1, "between -1 and 1")),
+    ("methods.cs292f.table4_samples", _AT_LEAST_1), ("methods.cs292f.vae_latent", _AT_LEAST_1),
+    ("methods.gru.*groups", _AT_LEAST_1), ("methods.gru.chunk", _AT_LEAST_1), ("methods.gru.hidden", _AT_LEAST_1),
+    ("methods.gru.rank", _AT_LEAST_1), ("methods.gru.layers", _AT_LEAST_1),
+    ("methods.gru.noise_levels", _NON_NEGATIVE),
 )
 
 
@@ -556,6 +638,16 @@ def _validate(s: Settings, path: Path) -> None:
     missing = [x for x in s.neuropictor.refine_subjects if x not in s.prep.subjects]
     if missing:
         bad(f"params.neuropictor.refine_subjects {missing} are not in prep.subjects; prepare them first.")
+    unknown = [m for m in s.methods.rows if m not in METHOD_NAMES]
+    if unknown:
+        bad(f"params.methods.rows has unknown method(s) {unknown}; known: {list(METHOD_NAMES)} "
+            "(one file each in src/neuropictor/methods/).")
+    too_many = {k: v for k, v in (("gru.groups", s.methods.gru.groups), ("gru.study_groups", s.methods.gru.study_groups),
+                                  ("brain_diffuser.groups", s.methods.brain_diffuser.groups))
+                if v > sum(s.foundation.hvae.groups)}
+    if too_many:
+        bad(f"params.methods: {too_many} "
+            f"exceed the hierarchical VAE's {sum(s.foundation.hvae.groups)} latent groups (foundation.hvae.groups).")
     if s.ablations.subject not in s.prep.subjects:
         bad(f"params.ablations.subject {s.ablations.subject} is not in prep.subjects {list(s.prep.subjects)}.")
     if s.world == "generic" and s.paths.generic_input is None:

@@ -1,5 +1,5 @@
 """NeuroPictor's stages 04-05 as library calls: data assembly, model building, training
-and checkpoints (the ridge baseline is models/ridge.py). Notebooks 04-05 narrate these.
+and checkpoints (the voxel-based methods are in methods/). Notebooks 04-05 narrate these.
 
     found = load_foundation(cfg.path("foundation"))
     data = decoding_data(cfg, prepared, found, subjects=[1, 2], split="train")

@@ -98,6 +98,8 @@ def write_table(df, stem: str | Path, caption: str = "") -> dict[str, Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     shown = pd.DataFrame({c: [format_metric(c, v) if pd.api.types.is_numeric_dtype(df[c]) else str(v) for v in df[c]]
                           for c in df.columns}, index=df.index)
+    if isinstance(df.index, pd.MultiIndex):  # ("image latent z", "CNN") -> "image latent z / CNN"
+        shown.index = [" / ".join(str(part) for part in row) for row in df.index]
     paths = {"csv": stem.with_suffix(".csv"), "md": stem.with_suffix(".md"), "tex": stem.with_suffix(".tex")}
     df.to_csv(paths["csv"], float_format="%.6f")
     paths["md"].write_text((f"{caption}\n\n" if caption else "") + shown.to_markdown(disable_numparse=True) + "\n")

@@ -79,3 +79,34 @@ def decode(vae, latents: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     images = [vae.decode(latents[s:s + batch_size].to(device) / scale).sample.cpu()
               for s in range(0, len(latents), batch_size)]
     return (torch.cat(images) / 2 + 0.5).clamp(0, 1)
+
+
+_IMG2IMG: dict = {}
+
+
+@torch.no_grad()
+def img2img(pipe, z: torch.Tensor, c: torch.Tensor, strength: float, steps: int, guidance: float, seed: int,
+            batch_size: int = 100) -> torch.Tensor:
+    """Every voxel method's stage 2: diffusers' img2img from VAE-scaled latents z (n, 4, h, w)
+    at `strength`, conditioned on text states c (n, L_T, d_T) with classifier-free guidance
+    against the empty caption -> images (n, 3, H, W) in [0, 1]. Seeded per call."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    from .decoding import caption_states
+
+    key = id(pipe)
+    if key not in _IMG2IMG:
+        _IMG2IMG.clear()
+        _IMG2IMG[key] = (StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False),
+                         caption_states(pipe, [""]))
+    i2i, empty = _IMG2IMG[key]
+    i2i.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for s in range(0, len(z), batch_size):
+        zc, cc = z[s:s + batch_size], c[s:s + batch_size]
+        images = i2i(image=zc, prompt_embeds=cc, negative_prompt_embeds=empty.expand(len(cc), -1, -1),
+                     strength=strength, num_inference_steps=steps, guidance_scale=guidance,
+                     generator=generator, output_type="pt").images
+        out.append(images.float().clamp(0, 1))
+    return torch.cat(out)

@@ -11,6 +11,7 @@ Set `world: generic` and `paths.generic_input: path/to/file` in params.yaml. The
 | `split`       | (n_images,) "train"/"test"   | no       | default: a seeded random 10 % is test          |
 | `captions`    | (n_images,) str              | no       | one caption per image                          |
 | `labels`      | (n_images,) or (n_images, k) | no       | numbers kept beside the images (labels.npy)    |
+| `roi`         | (n_voxels,) str              | no       | each voxel's area: V1, V2, V3, hV4 (or V4), or any other name for higher areas ("" = none); the CS292F graph decoder needs it |
 
 The prepared output has the same form as NSD's (index.csv rows with subject "own", voxels,
 stimuli), so the voxel-based decoders run on it unchanged. No flatmaps: those need surfaces.
@@ -35,7 +36,8 @@ from .nsd import resize_images
 from .prep import zscore_rows
 
 SUBJECT = "own"
-KEYS = ("images", "fmri", "trial_image", "session", "split", "captions", "labels")
+KEYS = ("images", "fmri", "trial_image", "session", "split", "captions", "labels", "roi")
+EARLY_ROIS = {"V1": "V1", "V2": "V2", "V3": "V3", "V4": "hV4", "hV4": "hV4"}
 
 
 def _strings(x) -> np.ndarray:
@@ -107,7 +109,7 @@ def read_generic(path: str | Path) -> dict[str, np.ndarray]:
     for key in ("images", "fmri"):
         if key not in data:
             raise DataError(f"{path} has no '{key}' array; it needs 'images' and 'fmri' (see README, 'Your own data').")
-    return {k: _strings(v) if k in ("split", "captions") else np.asarray(v) for k, v in data.items()}
+    return {k: _strings(v) if k in ("split", "captions", "roi") else np.asarray(v) for k, v in data.items()}
 
 
 def _whole_numbers(x: np.ndarray, key: str, n: int, path: Path) -> np.ndarray:
@@ -193,7 +195,21 @@ def validate_generic(data: dict[str, np.ndarray], path: Path, seed: int) -> dict
         if labels.shape[0] != n_img or labels.dtype.kind not in "fiub":
             raise DataError(f"{path}: 'labels' must be numeric with {n_img} rows, got {labels.shape} {labels.dtype}.")
         out["labels"] = labels
+    if "roi" in data:
+        roi = _strings(data["roi"]).ravel()
+        if roi.shape != (fmri.shape[1],):
+            raise DataError(f"{path}: 'roi' must be one label per voxel ({fmri.shape[1]}), got shape {roi.shape}.")
+        out["roi"] = roi
     return out
+
+
+def voxel_info_of(roi: np.ndarray) -> pd.DataFrame:
+    """Generic `roi` labels -> the prepared voxel table (visual_roi for V1-hV4, stream
+    'early' there and 'ventral' for any other non-empty label), as prep writes for NSD."""
+    roi = [str(r).strip() for r in roi]
+    visual = [EARLY_ROIS.get(r, "") for r in roi]
+    stream = ["early" if v else ("ventral" if r else "") for r, v in zip(roi, visual)]
+    return pd.DataFrame({"visual_roi": visual, "stream": stream, "roi": roi})
 
 
 def prepare_generic(cfg: Settings, out_root: Path | None = None) -> dict:
@@ -230,6 +246,10 @@ def prepare_generic(cfg: Settings, out_root: Path | None = None) -> dict:
         mean, sd = voxels[train].mean(0), voxels[train].std(0)
         voxels = (voxels - mean) / np.where(sd > 0, sd, 1)
     save_npy(out_root / SUBJECT / "voxels.npy", voxels.astype(np.float32))
+    (out_root / SUBJECT / "voxel_info.csv").unlink(missing_ok=True)
+    if "roi" in data:
+        with atomic_path(out_root / SUBJECT / "voxel_info.csv") as tmp:
+            voxel_info_of(data["roi"]).to_csv(tmp, index=False)
     images = data["images"][keep]
     if images.shape[1] != cfg.prep.image_size:
         images = resize_images(images, cfg.prep.image_size)

@@ -10,6 +10,8 @@ Output (paths.prepared):
   index.csv                      one row per (subject, image): row, nsd_id, split, n_repeats
   subjXX/voxels.npy              (n_images, n_voxels) float32, rows as in index.csv
   subjXX/flatmaps.npy            (n_images, size, size) float32
+  subjXX/voxel_info.csv          one row per voxel column: i, j, k (volume index), visual_roi
+                                 (V1/V2/V3/hV4 from prf-visualrois, "" elsewhere), stream (streams)
   stimuli.npy, stimuli_ids.npy   images (n, S, S, 3) uint8 of every nsd_id in index.csv
   captions.json                  nsd_id -> captions
   attributes.csv                 synthetic world only: the true scene attributes
@@ -85,6 +87,27 @@ class Accumulator:
         self.path.unlink(missing_ok=True)
 
 
+VISUAL_ROIS = {1: "V1", 2: "V1", 3: "V2", 4: "V2", 5: "V3", 6: "V3", 7: "hV4"}  # NSD prf-visualrois codes
+STREAMS = {1: "early", 2: "midventral", 3: "midlateral", 4: "midparietal", 5: "ventral", 6: "lateral",
+           7: "parietal"}  # NSD streams codes
+
+
+def write_voxel_info(layout: NSDLayout, subj: int, mask: np.ndarray, path: Path) -> None:
+    """Each voxel column's volume index and ROI labels (NSD's prf-visualrois and streams
+    files, same grid as nsdgeneral): what the ROI-based decoders (CS292F) select and group by."""
+    ijk = np.argwhere(mask)  # C order: the order `mask` selects voxels in
+    info = pd.DataFrame({"i": ijk[:, 0], "j": ijk[:, 1], "k": ijk[:, 2]})
+    for column, name, names in (("visual_roi", "prf-visualrois", VISUAL_ROIS), ("stream", "streams", STREAMS)):
+        values, _ = read_roi(layout, subj, name)
+        if values.shape != mask.shape:
+            raise DataError(f"{layout.roi(subj, name)} has shape {values.shape}; nsdgeneral has {mask.shape}. "
+                            "Both must be on the func1pt8mm grid.")
+        codes = np.rint(values[mask]).astype(int)
+        info[column] = [names.get(c, "") for c in codes]
+    with atomic_path(path) as tmp:
+        info.to_csv(tmp, index=False)
+
+
 def _require_contiguous(sessions: list[int], subj: int, folder: Path) -> None:
     missing = sorted(set(range(1, len(sessions) + 1)) - set(sessions))
     if missing:
@@ -115,6 +138,7 @@ def prepare_subject(cfg: Settings, subj: int, flat: Flatmap | None, out_root: Pa
     ids = np.unique(design.subjectim[subj - 1])  # every image the subject could have seen
     out = out_root / f"subj{subj:02d}"
     out.mkdir(parents=True, exist_ok=True)
+    write_voxel_info(layout, subj, mask, out / "voxel_info.csv")
     vox = Accumulator.create(out / ".voxel_sums.npy", ids.size, (int(mask.sum()),))
     fm = Accumulator.create(out / ".flatmap_sums.npy", ids.size, (flat.size, flat.size)) if flat else None
     zscore = cfg.prep.zscore == "session"
@@ -268,6 +292,14 @@ class Prepared:
 
     def voxels(self, subject, split: str) -> np.ndarray:
         return np.load(self._subject_dir(subject) / "voxels.npy", mmap_mode="r")[self.rows(subject, split).row.to_numpy()]
+
+    def voxel_info(self, subject) -> pd.DataFrame:
+        """One row per voxel column (i, j, k, visual_roi, stream); generic data: its `roi` labels."""
+        path = self._subject_dir(subject) / "voxel_info.csv"
+        if not path.exists():
+            raise DataError(f"{path} not found: prep predates ROI labels, or your file has no `roi` key. "
+                            "Re-run `dvc repro prep` (NSD layout) or add `roi` (one label per voxel) to your file.")
+        return pd.read_csv(path, keep_default_na=False)
 
     def flatmaps(self, subject, split: str) -> np.ndarray:
         return np.load(self._subject_dir(subject) / "flatmaps.npy", mmap_mode="r")[self.rows(subject, split).row.to_numpy()]

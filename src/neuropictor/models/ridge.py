@@ -1,4 +1,5 @@
-"""Cross-validated ridge regression (the Takagi & Nishimoto family of linear decoders)."""
+"""Cross-validated ridge regression: the data-prep sanity decoder (the Takagi & Nishimoto
+baseline itself is `methods/takagi.py`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,16 +30,3 @@ def r2_per_column(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     ss_tot = ((y - y.mean(0)) ** 2).sum(0)
     return 1 - ss_res / np.where(ss_tot > 0, ss_tot, np.nan)
 
-
-def ridge_baseline(x_train: np.ndarray, z_train, c_train, x_test: np.ndarray,
-                   alphas, folds: int):
-    """Takagi & Nishimoto: voxels -> VAE latent z and voxels -> text condition c by ridge
-    (one alpha per target block, chosen by efficient leave-one-out cross-validation; `folds`
-    > 0 uses k-fold instead), predicted for the test voxels. z, c: torch tensors (n, ...)."""
-    import torch
-
-    def fit_predict(y):
-        model = RidgeCV(alphas=alphas, cv=folds or None).fit(x_train, y.flatten(1).numpy())
-        return torch.from_numpy(model.predict(x_test)).float().reshape(len(x_test), *y.shape[1:])
-
-    return fit_predict(z_train), fit_predict(c_train)
