@@ -48,7 +48,7 @@ def scores(gt: torch.Tensor, rec: torch.Tensor, networks) -> dict[str, float]:
     """PixCorr, SSIM, pixel identification and the stand-in networks' identification scores."""
     out = evaluate(gt, rec, networks)
     keep = {k: v for k, v in out.items() if k in ("PixCorr", "SSIM") or not k.startswith(("EffNet", "SwAV"))}
-    keep["pixels (2-way id)"] = two_way_identification(gt, rec)
+    keep["Pixels (2-way accuracy)"] = two_way_identification(gt, rec)
     return keep
 
 
