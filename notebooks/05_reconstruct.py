@@ -48,7 +48,7 @@ T0 = time.time()
 
 # %%
 from neuropictor.data.prep import Prepared
-from neuropictor.decoding import build_neuropictor, caption_states, decoding_data, load_model, reference_captions
+from neuropictor.decoding import build_neuropictor, caption_states, load_model, reference_captions
 from neuropictor.evaluation import held_out, reconstruct_images, sampling_steps, score_reconstructions
 from neuropictor.models.foundation import load_world_foundation
 from neuropictor.models.standins import attribute_metrics, predict_attributes

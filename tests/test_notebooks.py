@@ -119,13 +119,16 @@ def test_pipeline_notebooks_smoke(tmp_path):
     assert sorted(abl["rows"]) == sorted(rows)
     models = tmp_path / "ablations" / "models"
     assert sorted(p.name for p in models.iterdir()) == ["full", "full_init", "wo_llmn", "wo_llmn_pretrain"]
-    # the row equal to the pipeline is the pipeline's refined model: the same reconstructions
+    # the row equal to the pipeline is the pipeline's refined model: the same reconstructions,
+    # up to their 8-bit storage (Table 1 scores the uint8 images each method wrote; Table 2
+    # scores the sampler's floats: rounding moves PixCorr ~2e-4 and flips a pair or two of
+    # the 12 x 11 identification pairs at most)
     import pandas as pd
 
     per_subject = pd.read_csv(tmp_path / "tables" / "table1_per_subject.csv").set_index(["method", "subject"])
-    for metric in ("PixCorr", "SSIM", "CLIP†"):
+    for metric, tol in (("PixCorr", 2e-3), ("SSIM", 2e-3), ("CLIP†", 2 / (12 * 11) + 1e-9)):
         expected = per_subject.loc[("NeuroPictor", 1), metric]
-        assert abl["rows"]["neuropictor"][metric] == pytest.approx(expected, abs=1e-6)
+        assert abl["rows"]["neuropictor"][metric] == pytest.approx(expected, abs=tol)
     table2 = (tmp_path / "ablations" / "tables" / "table2.md").read_text()
     assert "W/o LLMN" in table2 and "fMRI Enc." in table2 and "✓" in table2
 
