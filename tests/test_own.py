@@ -61,3 +61,14 @@ def test_noise_only_scans_identify_at_chance(tmp_path, capsys):
     ident = table[[c for c in table.columns if "2-way" in c or c.endswith("†")]]
     assert ident.shape[1] >= 3
     assert ((ident > 0.3) & (ident < 0.7)).all().all(), ident
+
+
+def test_a_bad_file_is_a_one_line_error(tmp_path, capsys):
+    from neuropictor.own import main
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((4, 8, 8, 3), np.uint8))  # no fmri
+    assert main([str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.npz has no 'fmri' array" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "table.md").exists()

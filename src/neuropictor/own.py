@@ -16,6 +16,7 @@ shipped stand-in networks' features (dagger). Identification is 50 % at chance.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -112,7 +113,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="results/own", help="output folder (default results/own)")
     parser.add_argument("--params", default=None, help="params file (default the project's params.yaml)")
     args = parser.parse_args(argv)
-    run(args.input, args.out, args.params)
+    from .config import ParamsError
+    from .io import DataError
+
+    try:
+        run(args.input, args.out, args.params)
+    except (DataError, ParamsError) as err:  # a bad file or param: its message names the key and the fix
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
