@@ -34,7 +34,7 @@ from neuropictor.config import notebook_setup
 from neuropictor.data.prep import Prepared
 from neuropictor.io import save_json
 from neuropictor.methods import (brain_diffuser, comparison_figure, draw, load_hvae_of, method_subjects,
-                                 save_reconstructions, subject_data)
+                                 save_reconstructions, start_latents, subject_data)
 from neuropictor.metrics import evaluate
 from neuropictor.models.foundation import load_world_foundation
 from neuropictor.report import save_figure, write_table
@@ -58,7 +58,8 @@ for s in method_subjects(cfg):
     data = subject_data(cfg, prepared, found, s, hvae=hvae)
     decoded = brain_diffuser.fit_decode(cfg, data, cfg.seed)
     images = draw(found, decoded, cfg, cfg.methods.brain_diffuser.strength)
-    save_reconstructions(cfg, "brain_diffuser", s, data.ids_test, images, decoded.c)
+    save_reconstructions(cfg, "brain_diffuser", s, data.ids_test, images, decoded.c,
+                        start_latents(found, decoded))
     coarse, final = evaluate(data.images_test, decoded.coarse, networks), evaluate(data.images_test, images, networks)
     record[str(s)] = {"stage 1": coarse, "stage 2": final}
     shown[s] = (data.images_test, decoded.coarse, images)

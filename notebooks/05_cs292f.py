@@ -150,7 +150,7 @@ shown = {}
 for s in subjects:
     decoded = row_decoded[s]
     images = draw(found, decoded, cfg, P.strength)
-    save_reconstructions(cfg, "cs292f", s, data_of[s].ids_test, images, decoded.c)
+    save_reconstructions(cfg, "cs292f", s, data_of[s].ids_test, images, decoded.c, decoded.z)
     shown[s] = images
 
 # %% [markdown]

@@ -43,7 +43,7 @@ from neuropictor.data.prep import Prepared
 from neuropictor.evaluation import score_reconstructions
 from neuropictor.io import save_json
 from neuropictor.methods import (Decoded, comparison_figure, draw, gru, load_hvae_of, method_subjects,
-                                 save_reconstructions, subject_data)
+                                 save_reconstructions, start_latents, subject_data)
 from neuropictor.models.foundation import load_world_foundation
 from neuropictor.report import save_figure, write_table
 
@@ -82,7 +82,7 @@ for s in subjects:
             latent_mse = float((d.extra["latents"] - target).pow(2).mean())
             rows.append({"subject": s, "seed": seed, "stage 1": name, "latent MSE": latent_mse, **score(data, images)})
             if seed == cfg.seed and name == "GRU":
-                save_reconstructions(cfg, "gru", s, data.ids_test, images, d.c)
+                save_reconstructions(cfg, "gru", s, data.ids_test, images, d.c, start_latents(found, d))
                 shown[s] = {"stage 1 (GRU -> hVAE)": d.coarse, "two-stage GRU": images}
                 row_decoded[s] = d
             if seed == cfg.seed and name == "ridge":

@@ -60,7 +60,7 @@ for s in method_subjects(cfg):
     data = subject_data(cfg, prepared, found, s)
     decoded = takagi.fit_decode(cfg, data, cfg.seed)
     images = draw(found, decoded, cfg, cfg.methods.takagi.strength)
-    save_reconstructions(cfg, "takagi", s, data.ids_test, images, decoded.c)
+    save_reconstructions(cfg, "takagi", s, data.ids_test, images, decoded.c, decoded.z)
     record[str(s)] = {"z_r2": r2(decoded.z, data.z_test), "c_r2": r2(decoded.c, data.c_test) if data.text else None}
     shown[s] = (data.images_test, images)
     print(f"subject {s}: R^2 z {record[str(s)]['z_r2']:.3f}, c {record[str(s)]['c_r2'] or float('nan'):.3f} "

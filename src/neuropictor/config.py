@@ -333,17 +333,34 @@ class BrainDiffuserParams:
 
 
 @dataclass(frozen=True)
+class NeuralDiffuserParams:
+    """NeuralDiffuser: ridge -> z, c and the image tower's layer features g; img2img from z with
+    primary visual feature guidance (`sample.Guide`) on the first `eta` of the reverse steps."""
+
+    strength: float = 0.75  # img2img strength from the decoded z (paper: 0.75)
+    eta: float = 0.2  # share of the reverse steps run that are guided (paper: 0.2)
+    layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # hooked blocks of the image tower (paper: 2, 4, ..., 12 of 12)
+    weights: tuple[float, ...] = (1.5, 1.2, 1.0, 1.0, 1.0, 1.0)  # w_l (paper)
+    kappa_candidates: tuple[float, ...] = (0.0, 100.0, 300.0, 1000.0)  # kappa is chosen among these on training data
+    select_share: float = 0.15  # training images held out (ridge fit on the rest) to choose kappa
+    eta_grid: tuple[float, ...] = (0.1, 0.2, 0.5)  # the kappa x eta study (those held-out scans)
+    # "+ guidance" rows (Takagi + guidance is the NeuralDiffuser row itself: the same ridge z, c)
+    guided_rows: tuple[str, ...] = ("neuropictor", "brain_diffuser", "cs292f", "gru")
+
+
+@dataclass(frozen=True)
 class Methods:
     """Stage 05 methods (`src/neuropictor/methods/`, one DVC stage each): fit on the training
     split, decode the test split, draw through the shared img2img sampler."""
 
-    rows: tuple[str, ...] = ("takagi", "brain_diffuser", "cs292f", "gru")  # Table 1's voxel-method rows
+    rows: tuple[str, ...] = ("takagi", "brain_diffuser", "cs292f", "gru", "neuraldiffuser")  # Table 1's voxel-method rows
     seeds: tuple[int, ...] = (0, 1, 2)  # decoder training (and sampling) seeds for the claims' spread
     val_share: float = 0.1  # training images held out for early stopping
     takagi: TakagiParams = field(default_factory=TakagiParams)
     brain_diffuser: BrainDiffuserParams = field(default_factory=BrainDiffuserParams)
     cs292f: CS292FParams = field(default_factory=CS292FParams)
     gru: GRUParams = field(default_factory=GRUParams)
+    neuraldiffuser: NeuralDiffuserParams = field(default_factory=NeuralDiffuserParams)
 
 
 @dataclass(frozen=True)
@@ -364,7 +381,7 @@ class Ablations:
 
 WORLDS = ("synthetic", "nsd", "generic")
 ZSCORE_MODES = ("session", "train", "none")
-METHOD_NAMES = ("takagi", "brain_diffuser", "cs292f", "gru")  # src/neuropictor/methods/<name>.py
+METHOD_NAMES = ("takagi", "brain_diffuser", "cs292f", "gru", "neuraldiffuser")  # src/neuropictor/methods/<name>.py
 
 
 @dataclass(frozen=True)
@@ -642,6 +659,18 @@ def _validate(s: Settings, path: Path) -> None:
     if unknown:
         bad(f"params.methods.rows has unknown method(s) {unknown}; known: {list(METHOD_NAMES)} "
             "(one file each in src/neuropictor/methods/).")
+    nd = s.methods.neuraldiffuser
+    if len(nd.layers) != len(nd.weights):
+        bad(f"params.methods.neuraldiffuser: {len(nd.layers)} layers but {len(nd.weights)} weights; give one weight "
+            "per hooked layer.")
+    unknown = [m for m in nd.guided_rows if m not in METHOD_NAMES[:-1] + ("neuropictor",)]
+    if unknown:
+        bad(f"params.methods.neuraldiffuser.guided_rows has unknown row(s) {unknown}; known: "
+            f"{list(METHOD_NAMES[:-1]) + ['neuropictor']}.")
+    if not 0 < nd.eta <= 1 or any(not 0 < e <= 1 for e in nd.eta_grid):
+        bad("params.methods.neuraldiffuser.eta and eta_grid must lie in (0, 1] (shares of the reverse steps).")
+    if 0.0 not in nd.kappa_candidates or min(nd.kappa_candidates) < 0:
+        bad("params.methods.neuraldiffuser.kappa_candidates must be non-negative and include 0 (the ablation).")
     too_many = {k: v for k, v in (("gru.groups", s.methods.gru.groups), ("gru.study_groups", s.methods.gru.study_groups),
                                   ("brain_diffuser.groups", s.methods.brain_diffuser.groups))
                 if v > sum(s.foundation.hvae.groups)}

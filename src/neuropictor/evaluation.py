@@ -42,13 +42,14 @@ def sampling_steps(cfg: Settings) -> int:
 
 
 def reconstruct_images(model, found, maps, cfg: Settings, alpha: float | None = None,
-                       semantic_maps=None) -> torch.Tensor:
+                       semantic_maps=None, guide=None) -> torch.Tensor:
     """Flatmaps -> images (n, 3, H, W) in [0, 1]: DDIM with classifier-free guidance
-    (`reconstruction.guidance`) and control scale alpha (default `reconstruction.alpha`)."""
+    (`reconstruction.guidance`), control scale alpha (default `reconstruction.alpha`) and
+    gradient guidance `guide` (a `sample.Guide`, rows aligned with `maps`) if given."""
     R = cfg.reconstruction
     z = reconstruct(model, model.noise_scheduler, torch.as_tensor(maps), steps=sampling_steps(cfg),
                     guidance=R.guidance, alpha=R.alpha if alpha is None else alpha, seed=cfg.seed,
-                    semantic_maps=semantic_maps, batch_size=100, progress=False)
+                    semantic_maps=semantic_maps, batch_size=100, progress=False, guide=guide)
     return decode(found.pipe.vae, z)
 
 

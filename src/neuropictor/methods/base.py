@@ -29,9 +29,13 @@ ROW_NAMES = {
     "brain_diffuser": "Brain-Diffuser-style (ridge -> hVAE)",
     "cs292f": "CS292F (nonlinear decoders)",
     "gru": "Two-stage GRU",
+    "neuraldiffuser": "NeuralDiffuser (ridge z, c, g + guidance)",
     "neuropictor_wo_ft": "NeuroPictor (w/o ft)",
     "neuropictor": "NeuroPictor",
 }
+# the same methods drawn again with NeuralDiffuser's feature guidance (`<method>_guided/`)
+ROW_NAMES.update({f"{m}_guided": f"{ROW_NAMES[m]} + guidance"
+                  for m in ("takagi", "brain_diffuser", "cs292f", "gru", "neuropictor")})
 EARLY_VISUAL = ("V1", "V2", "V3", "hV4")
 
 
@@ -267,20 +271,27 @@ class Decoded:
     extra: dict = field(default_factory=dict)  # method-specific records (learning curves, ...)
 
 
-def draw(found, decoded: Decoded, cfg: Settings, strength: float, seed: int | None = None) -> torch.Tensor:
-    """The shared sampler: stage 1's latent (or the coarse image, VAE-encoded) refined by
-    img2img at `strength` (the method's `methods.<name>.strength`) conditioned on the decoded text states with classifier-free
-    guidance. Without text states there is no stage 2: the stage-1 image is the result."""
-    from ..evaluation import sampling_steps
+def start_latents(found, decoded: Decoded) -> torch.Tensor:
+    """Where stage 2 starts: the decoded latent, or the coarse image VAE-encoded."""
     from ..models.foundation import image_latents
+
+    return decoded.z if decoded.coarse is None else image_latents(found.pipe.vae, decoded.coarse)
+
+
+def draw(found, decoded: Decoded, cfg: Settings, strength: float, seed: int | None = None, guide=None) -> torch.Tensor:
+    """The shared sampler: stage 1's latent (or the coarse image, VAE-encoded) refined by
+    img2img at `strength` (the method's `methods.<name>.strength`) conditioned on the decoded
+    text states with classifier-free guidance, and `guide` (a `sample.Guide`: NeuralDiffuser's
+    feature guidance) if given. Without text states there is no stage 2: the stage-1 image
+    is the result."""
+    from ..evaluation import sampling_steps
     from ..sample import decode, img2img
 
     if decoded.c is None:
         return decoded.coarse if decoded.coarse is not None else decode(found.pipe.vae, decoded.z)
-    z = decoded.z if decoded.coarse is None else image_latents(found.pipe.vae, decoded.coarse)
-    return img2img(found.pipe, z, decoded.c, strength=strength,
+    return img2img(found.pipe, start_latents(found, decoded), decoded.c, strength=strength,
                    steps=sampling_steps(cfg), guidance=cfg.reconstruction.guidance,
-                   seed=cfg.seed if seed is None else seed)
+                   seed=cfg.seed if seed is None else seed, guide=guide)
 
 
 def method_dir(cfg: Settings, method: str) -> Path:
@@ -293,29 +304,33 @@ def subject_file(cfg: Settings, method: str, subject) -> Path:
 
 
 def save_reconstructions(cfg: Settings, method: str, subject, nsd_ids: np.ndarray, images: torch.Tensor,
-                         c: torch.Tensor | None = None) -> Path:
-    """Write `<reconstructions>/<method>/subjXX.npz`: nsd_id, images (n, H, W, 3) uint8 and the
-    decoded text condition c (float16) where the method has one. Atomic."""
+                         c: torch.Tensor | None = None, z: torch.Tensor | None = None) -> Path:
+    """Write `<reconstructions>/<method>/subjXX.npz`: nsd_id, images (n, H, W, 3) uint8, the
+    decoded text condition c and the latent stage 2 started from, z (float32), where the
+    method has them (NeuralDiffuser's "+ guidance" rows redraw from both). Atomic."""
     path = subject_file(cfg, method, subject)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"nsd_id": np.asarray(nsd_ids),
               "images": (images.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)}
     if c is not None:
         arrays["c"] = c.half().numpy()
+    if z is not None:
+        arrays["z"] = z.float().numpy()
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     return path
 
 
 def load_reconstructions(cfg: Settings, method: str, subject) -> dict:
-    """-> {"nsd_id", "images" (n, 3, H, W) float in [0, 1], "c" or None}."""
+    """-> {"nsd_id", "images" (n, 3, H, W) float in [0, 1], "c" or None, "z" or None}."""
     path = subject_file(cfg, method, subject)
     if not path.exists():
         raise DataError(f"{path} not found: method '{method}' has not drawn subject {subject}. "
                         f"Run `dvc repro` (its stage writes {path.parent}).")
     with np.load(path) as f:
         out = {"nsd_id": f["nsd_id"], "images": torch.from_numpy(f["images"]).permute(0, 3, 1, 2).float() / 255,
-               "c": torch.from_numpy(f["c"]).float() if "c" in f.files else None}
+               "c": torch.from_numpy(f["c"]).float() if "c" in f.files else None,
+               "z": torch.from_numpy(f["z"]) if "z" in f.files else None}
     return out
 
 
