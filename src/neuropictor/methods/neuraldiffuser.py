@@ -113,8 +113,7 @@ def study_networks(found):
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Fréchet distance between two sets of embeddings (n, d) (FID's formula): the image-
-    quality proxy of the kappa x eta study, on the foundation CLIP's image embeddings."""
+    """Fréchet distance between two sets of embeddings (n, d) (FID's formula)."""
     import numpy as np
     from scipy import linalg
 
@@ -127,12 +126,20 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def scores(found, networks, stimuli: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
-    """PixCorr, SSIM, GUIDED_METRICS and FD-CLIP (Fréchet distance of the CLIP image
-    embeddings of the images to their stimuli's; lower is better)."""
-    from ..metrics import evaluate
-    from ..models.foundation import clip_embed_images
+    """PixCorr, SSIM, GUIDED_METRICS and FID† (the image-quality proxy: FID's Fréchet distance
+    on the Inception† stand-in's pooled features of the drawings vs their stimuli; lower is
+    better; a different network from the CLIP tower the guidance pulls on)."""
+    from ..metrics import INPUT_SIZE, evaluate
 
     out = evaluate(stimuli, images, networks)
-    if found.clip is not None:
-        out["FD-CLIP†"] = frechet_distance(clip_embed_images(found.clip, images), clip_embed_images(found.clip, stimuli))
+    inception = found.metric_networks().features.get("Inception")
+    if inception is not None:
+        size = networks.input_size.get("Inception", INPUT_SIZE["Inception"])
+
+        def feats(x):
+            with torch.no_grad():
+                return torch.cat([inception(torch.nn.functional.interpolate(x[s:s + 64], size=(size, size),
+                                                                            mode="bilinear", align_corners=False))
+                                  for s in range(0, len(x), 64)]).float()
+        out["FID†"] = frechet_distance(feats(images), feats(stimuli))
     return out
