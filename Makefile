@@ -14,7 +14,7 @@ export TQDM_MININTERVAL ?= 5
 # a few threads per process: prep and tests run several processes on small machines
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: repro foundation ablations test own venv notebooks lab bench clean-venv
+.PHONY: repro foundation ablations guidance test own venv notebooks lab bench clean-venv
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ ablations: $(STAMP)
 	@test -d .dvc || (dvc init --quiet && dvc config core.analytics false && dvc config core.check_update false)
 	dvc repro ablations/dvc.yaml
 
+# NeuralDiffuser's guidance studies (~8 min more): its own pipeline, guidance/dvc.yaml
+guidance: $(STAMP)
+	@test -d .dvc || (dvc init --quiet && dvc config core.analytics false && dvc config core.check_update false)
+	dvc repro guidance/dvc.yaml
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -60,6 +65,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_prep.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_metrics.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/bench_neuropictor.py
+	OMP_NUM_THREADS=2 $(PY) benchmarks/bench_guidance.py
 
 clean-venv:
 	rm -rf $(VENV)

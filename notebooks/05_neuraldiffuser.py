@@ -23,18 +23,18 @@
 # so kappa = 0 is exactly the Takagi row's recipe and the guidance is measured on the same
 # decoded features.
 #
-# 1. kappa x eta on held-out *training* scans of the first subject (ridge refitted on the
-#    rest): kappa is chosen there at the paper's eta (this world's feature scale is not
-#    ViT-B/32's at 512 px, so the paper's 300000 does not transfer).
+# 1. kappa, chosen on held-out *training* scans of the first subject (ridge refitted on the
+#    rest) at the paper's eta: this world's feature scale is not ViT-B/32's at 512 px, so the
+#    paper's 300000 does not transfer.
 # 2. The NeuralDiffuser row (test scans, every subject) and the kappa = 0 ablation, each
 #    seed of `methods.seeds`: the paper's claim is that guidance raises SSIM and AlexNet(2).
-# 3. "+ guidance": the same guidance (kappa, eta, NeuralDiffuser's decoded g) on top of
-#    NeuroPictor and every voxel method, drawn from the latents and text states their own
-#    stages saved: the paper proposes it as a universal add-on.
 #
-# Writes `data/reconstructions/neuraldiffuser/` and `<method>_guided/` (scored by notebook 07
-# into Table 1), `tables/neuraldiffuser/`, `figures/methods/neuraldiffuser/`,
-# `metrics/methods/neuraldiffuser.json`.
+# The kappa x eta study, guidance towards the true features (the ceiling) and the guidance
+# added to every other method ("+ guidance") are `make guidance` (notebook 08,
+# `guidance/dvc.yaml`), which reads the kappa chosen here.
+#
+# Writes `data/reconstructions/neuraldiffuser/` (scored by notebook 07 into Table 1),
+# `tables/neuraldiffuser/`, `figures/methods/neuraldiffuser/`, `metrics/methods/neuraldiffuser.json`.
 
 # %% tags=["parameters"]
 PARAMS_FILE = "params.yaml"
@@ -44,20 +44,14 @@ OVERRIDES = {}
 # %%
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-import torch
 
 from neuropictor.config import notebook_setup
 from neuropictor.data.prep import Prepared
-from neuropictor.decoding import build_neuropictor, load_model
-from neuropictor.evaluation import held_out, reconstruct_images
 from neuropictor.io import DataError, save_json
-from neuropictor.methods import (ROW_NAMES, Decoded, comparison_figure, draw, load_reconstructions, method_subjects,
-                                 neuraldiffuser, save_reconstructions, subject_data)
-from neuropictor.methods.base import ridge_fit_predict, validation_rows
+from neuropictor.methods import comparison_figure, draw, method_subjects, neuraldiffuser, save_reconstructions, subject_data
+from neuropictor.methods.base import validation_rows
 from neuropictor.models.foundation import images_of, load_world_foundation
 from neuropictor.report import save_figure, write_table
 
@@ -113,73 +107,33 @@ write_table(r2_table.round(4), cfg.path("tables") / "neuraldiffuser" / "decoding
 print(r2_table.round(3))
 
 # %% [markdown]
-# ## kappa x eta on held-out training scans: choosing kappa
+# ## Choosing kappa on held-out training scans
 # The first subject's training scans, `select_share` of them held out; the ridge decoders are
 # refitted on the rest. kappa is the one among `kappa_candidates` (kappa > 0) with the largest
-# mean relative gain in SSIM and AlexNet(2)† over kappa = 0 at the paper's eta; the other
-# etas show how the guided share of the steps matters. The image-quality proxy is FID†:
-# FID's Fréchet distance on the Inception† stand-in's features of the drawings and of their
-# stimuli (lower is better; not the CLIP tower the guidance pulls on). CLIP† is scored with
-# the same foundation CLIP whose image tower the guidance uses, so its gains are partly
-# circular; SSIM and AlexNet(2)† are the claim's metrics.
+# mean relative gain in SSIM and AlexNet(2)† over kappa = 0, at the paper's eta. FID† (the
+# image-quality proxy) is FID's Fréchet distance on the Inception† stand-in's features of the
+# drawings and their stimuli (lower is better). CLIP† is scored with the foundation CLIP whose
+# image tower the guidance pulls on, so its gains are partly circular.
 
 # %%
 s0 = subjects[0]
 data = data_of[s0]
 fit_rows, held = validation_rows(len(data.x_train), P.select_share, cfg.seed)
-alphas = cfg.prep.ridge.alphas
-held_decoded = Decoded(z=ridge_fit_predict(data.x_train[fit_rows], data.z_train[fit_rows], data.x_train[held], alphas),
-                       c=ridge_fit_predict(data.x_train[fit_rows], data.c_train[fit_rows], data.x_train[held], alphas))
-held_g = neuraldiffuser.decode_features(cfg, data, found, train_rows=fit_rows, test_x=data.x_train[held])
+held_decoded, held_g = neuraldiffuser.held_out_decoders(cfg, data, found, fit_rows, held)
 held_stimuli = images_of(prepared, data.ids_train[held])
-base = score(held_stimuli, guided(held_decoded, held_g, 0.0))  # kappa = 0: eta does not matter
-grid = []
-for kappa in [k for k in P.kappa_candidates if k > 0]:
-    for eta in P.eta_grid:
-        grid.append({"kappa": kappa, "eta": eta, **score(held_stimuli, guided(held_decoded, held_g, kappa, eta))})
-grid = pd.DataFrame(grid)
-for k in KEY:
-    grid[f"d {k}"] = grid[k] - base[k]
-at_eta = grid[np.isclose(grid.eta, P.eta)].set_index("kappa")
-if at_eta.empty:
-    raise ValueError(f"methods.neuraldiffuser.eta {P.eta} is not in eta_grid {list(P.eta_grid)}: the choice of "
-                     "kappa is made at eta; add it to the grid.")
-gain = (at_eta["d SSIM"] / base["SSIM"] + at_eta["d AlexNet(2)†"] / base["AlexNet(2)†"]) / 2
+base = score(held_stimuli, guided(held_decoded, held_g, 0.0))
+selection = pd.DataFrame([{"kappa": k, **score(held_stimuli, guided(held_decoded, held_g, k))}
+                          for k in P.kappa_candidates if k > 0]).set_index("kappa")
+gain = ((selection["SSIM"] - base["SSIM"]) / base["SSIM"]
+        + (selection["AlexNet(2)†"] - base["AlexNet(2)†"]) / base["AlexNet(2)†"]) / 2
 KAPPA = float(gain.idxmax())
-write_table(grid.round(4), cfg.path("tables") / "neuraldiffuser" / "kappa_eta_grid",
-            f"NeuralDiffuser kappa x eta (subject {s0}, {len(held)} held-out training scans; d = change from kappa "
-            f"= 0: " + ", ".join(f"{k} {v:.3f}" for k, v in base.items()) + f"). Chosen: kappa = {KAPPA:g}.")
-print(f"kappa = 0 on the held-out scans: {base}")
-print(grid.round(3).to_string(index=False))
-print(f"chosen kappa = {KAPPA:g} (mean relative gain in SSIM and AlexNet(2) at eta = {P.eta}: {gain.max():+.4f})")
-
-# %% [markdown]
-# How much the decoded g limits the guidance: the same held-out scans guided towards the
-# *true* block features of their stimuli (an oracle no fMRI method has), at the chosen kappa
-# and at 10x it.
-
-# %%
-true_g = neuraldiffuser.image_features(tower, held_stimuli, P.layers)
-oracle = pd.DataFrame([{"kappa": k, "eta": P.eta, **score(held_stimuli, guided(held_decoded, true_g, k))}
-                       for k in (KAPPA, 10 * KAPPA)])
-decoded_at = grid[np.isclose(grid.eta, P.eta) & np.isclose(grid.kappa, KAPPA)][KEY]
-ceiling = pd.concat([pd.DataFrame([base], index=["kappa = 0"]),
-                     decoded_at.set_axis([f"decoded g, kappa {KAPPA:g}"]),
-                     oracle.set_index(oracle.kappa.map(lambda k: f"true g, kappa {k:g}"))[KEY]])
-write_table(ceiling.round(4), cfg.path("tables") / "neuraldiffuser" / "oracle_features",
-            f"Guidance towards decoded vs true block features (subject {s0}, held-out training scans, eta {P.eta}).")
-print(ceiling.round(3).to_string())
-
-# %%
-panels = ["d SSIM", "d AlexNet(2)†", "d CLIP†", "d FID†"]
-fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-for ax, col in zip(axes, panels):
-    table = grid.pivot(index="kappa", columns="eta", values=col)
-    sns.heatmap(table, annot=True, fmt=".3f", center=0, cmap="RdBu_r" if "FID" in col else "RdBu", ax=ax, cbar=False)
-    ax.set_title(col.replace("d ", "change in ") + (" (lower better)" if "FID" in col else ""), fontsize=9)
-fig.suptitle(f"Feature guidance vs kappa = 0, held-out training scans of subject {s0} (chosen kappa {KAPPA:g})")
-fig.tight_layout()
-save_figure(fig, FIG / "kappa_eta_grid.png")
+selection = pd.concat([pd.DataFrame([base], index=pd.Index([0.0], name="kappa")), selection])
+selection["mean relative gain (SSIM, AlexNet(2))"] = [0.0, *gain]
+write_table(selection.round(4), cfg.path("tables") / "neuraldiffuser" / "kappa_selection",
+            f"NeuralDiffuser: choosing kappa (subject {s0}, {len(held)} held-out training scans, eta {P.eta}). "
+            f"Chosen: kappa = {KAPPA:g}.")
+print(selection.round(4).to_string())
+print(f"chosen kappa = {KAPPA:g}")
 
 # %% [markdown]
 # ## The NeuralDiffuser row and the kappa = 0 ablation (test scans)
@@ -244,52 +198,11 @@ fig = comparison_figure(data_of[s0].images_test, {"kappa = 0 (same decoded z, c)
                         cfg.reconstruction.n_figure, f"NeuralDiffuser, subject {s0}: guidance off and on")
 save_figure(fig, FIG / "reconstructions.png")
 
-# %% [markdown]
-# ## "+ guidance" on every method
-# Each method's own stage saved the latent its stage 2 started from and its decoded text
-# states; they are drawn again here with the same sampler, seed and strength plus the
-# feature guidance (NeuralDiffuser's g of the same scans, the chosen kappa, eta).
-# NeuroPictor is sampled from its refined model with the guidance added. Notebook 07 scores
-# every "+ guidance" row beside its method in Table 1.
-
-# %%
-STRENGTH = {"takagi": cfg.methods.takagi.strength, "brain_diffuser": cfg.methods.brain_diffuser.strength,
-            "cs292f": cfg.methods.cs292f.strength, "gru": cfg.methods.gru.strength}
-mask = np.load(cfg.path("prepared") / "flatmap_mask.npy") if "neuropictor" in P.guided_rows else None
-for s in subjects:
-    data, g = data_of[s], decoded_of[s].extra["g"]
-    for m in P.guided_rows:
-        before = load_reconstructions(cfg, m, s)
-        if not np.array_equal(before["nsd_id"], data.ids_test):
-            raise DataError(f"{m}, subject {s}: its reconstructions are of other images than the test split; "
-                            "re-run its stage (`dvc repro`).")
-        guide = neuraldiffuser.feature_guide(found, g, KAPPA, P.eta, cfg)
-        if m == "neuropictor":
-            model = load_model(cfg.path("models") / f"refine_subj{s}", build_neuropictor(cfg, found, mask, "refine"))
-            images = reconstruct_images(model, found, held_out(prepared, s).maps, cfg, guide=guide)
-        elif m == "takagi":  # the NeuralDiffuser row is Takagi's ridge z, c with this guidance
-            images = shown[s][f"kappa {KAPPA:g}"]
-        else:
-            if before["z"] is None or before["c"] is None:
-                raise DataError(f"{m}, subject {s}: its file holds no start latent z or text states c (written by "
-                                "an older version of its stage); re-run it (`dvc repro`).")
-            images = draw(found, Decoded(z=before["z"], c=before["c"]), cfg, STRENGTH[m], guide=guide)
-        save_reconstructions(cfg, f"{m}_guided", s, data.ids_test, images, before["c"], before["z"])
-        shown[s][f"{ROW_NAMES[m]} + guidance"] = images
-    print(f"subject {s}: {len(P.guided_rows)} methods redrawn with guidance")
-print("Table 1 (notebook 07) scores every '+ guidance' row beside its method.")
-
-# %%
-fig = comparison_figure(data_of[s0].images_test,
-                        {k: v for k, v in shown[s0].items() if k.endswith("+ guidance")}, cfg.reconstruction.n_figure,
-                        f"Subject {s0}: every method with NeuralDiffuser's feature guidance (kappa {KAPPA:g})")
-save_figure(fig, FIG / "plus_guidance.png")
-
 # %%
 save_json(cfg.path("metrics") / "methods" / "neuraldiffuser.json", {
     "kappa": KAPPA, "eta": P.eta, "decoding_r2": {str(k): v for k, v in r2_table.to_dict("index").items()},
-    "kappa_eta_grid": grid.to_dict("records"), "ablation": {k: v for k, v in ablation.to_dict("index").items()},
-    "claims": claims, "oracle_features": ceiling.to_dict("index"),
+    "kappa_selection": {str(k): v for k, v in selection.to_dict("index").items()},
+    "ablation": {k: v for k, v in ablation.to_dict("index").items()}, "claims": claims,
     "seconds_per_image": {k: float(np.mean(v)) for k, v in times.items()},
     "minutes": round((time.time() - T0) / 60, 2)})
 print(f"{(time.time() - T0) / 60:.1f} min")

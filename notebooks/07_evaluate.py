@@ -13,10 +13,9 @@
 #
 # Each method's stage wrote its reconstructions of the shared test images to
 # `data/reconstructions/<method>/subjXX.npz` (NeuroPictor: notebook 05; the voxel-based
-# methods: notebooks 05_takagi, 05_brain_diffuser, 05_cs292f, 05_gru, 05_neuraldiffuser; the
-# "+ guidance" rows: NeuralDiffuser's feature guidance added to each method, drawn by
-# 05_neuraldiffuser). Here they are read back and scored with the MindEye metric suite (stand-in networks carry a dagger) plus the
-# synthetic world's attribute metrics: Table 1 averaged over subjects 1, 2, 5, 7, per
+# methods: notebooks 05_takagi, 05_brain_diffuser, 05_cs292f, 05_gru, 05_neuraldiffuser). Here
+# they are read back and scored with the MindEye metric suite (stand-in networks carry a
+# dagger) plus the synthetic world's attribute metrics: Table 1 averaged over subjects 1, 2, 5, 7, per
 # subject, the attribute table, how much of the caption states each method's text
 # condition explains, and Figure 5.
 #
@@ -49,9 +48,6 @@ found = load_world_foundation(cfg)
 networks = found.metric_networks()
 subjects = list(cfg.neuropictor.refine_subjects)
 methods = [*cfg.methods.rows, "neuropictor_wo_ft", "neuropictor"]
-if "neuraldiffuser" in cfg.methods.rows:  # NeuralDiffuser's guidance on top of each method
-    methods += [f"{m}_guided" for m in cfg.methods.neuraldiffuser.guided_rows]
-base_methods = [m for m in methods if not m.endswith("_guided")]
 synthetic = cfg.world == "synthetic"
 
 # %% [markdown]
@@ -112,7 +108,7 @@ def r2(pred, target):
 semantic = []
 for s in subjects:
     truth = caption_states(found.pipe, reference_captions(cfg, prepared, prepared.rows(s, "test").nsd_id.to_numpy()))
-    for m in base_methods:  # a "+ guidance" row has its method's text states
+    for m in methods:
         if conditions[(m, s)] is not None:
             semantic.append({"method": ROW_NAMES[m], "subject": s, "R2": r2(conditions[(m, s)], truth)})
 semantic = pd.DataFrame(semantic).pivot(index="method", columns="subject", values="R2")
@@ -125,7 +121,7 @@ print(semantic.round(3))
 
 # %%
 s0 = subjects[0]
-fig = comparison_figure(stimuli[s0], {ROW_NAMES[m]: recs[(m, s0)] for m in base_methods}, cfg.reconstruction.n_figure,
+fig = comparison_figure(stimuli[s0], {ROW_NAMES[m]: recs[(m, s0)] for m in methods}, cfg.reconstruction.n_figure,
                         f"Subject {s0}: shared test images and every method's reconstructions")
 save_figure(fig, FIG / "fig5_reconstructions.png")
 
@@ -144,9 +140,6 @@ def ahead(a, b):
 
 
 over = {ROW_NAMES[m]: ahead(npx, avg[ROW_NAMES[m]]) for m in cfg.methods.rows}
-# what the feature guidance changes in each method's row (metrics where "+ guidance" is ahead)
-guidance_ahead = {ROW_NAMES[m]: ahead(avg[ROW_NAMES[f"{m}_guided"]], avg[ROW_NAMES[m]])
-                  for m in (x[:-len("_guided")] for x in methods if x.endswith("_guided"))}
 over_ridge, over_wo = over[ROW_NAMES["takagi"]], ahead(npx, wo)
 bars = {
     f"Table 1 has every row ({len(methods)})": len(average) == len(methods),
@@ -161,12 +154,9 @@ for k, ok in bars.items():
     print(f"{'PASS' if ok else 'FAIL'}  {k}")
 for name, metrics_ahead in over.items():
     print(f"NeuroPictor ahead of {name} on {len(metrics_ahead)} of {len(suite)}: {', '.join(metrics_ahead) or 'none'}")
-for name, metrics_ahead in guidance_ahead.items():
-    print(f"{name} + guidance ahead of itself on {len(metrics_ahead)} of {len(suite)}: {', '.join(metrics_ahead) or 'none'}")
 
 # %%
 save_json(cfg.path("metrics") / "table1.json", {
     "average": avg, "neuropictor_ahead_of": over, "refined_ahead_of_wo_ft": over_wo,
-    "guidance_ahead": guidance_ahead,
     "semantic_readout_r2": {m: {str(k): v for k, v in row.items()} for m, row in semantic.iterrows()}, "bars": bars,
     "minutes": round((time.time() - T0) / 60, 2)})

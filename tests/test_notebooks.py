@@ -96,35 +96,39 @@ def test_pipeline_notebooks_smoke(tmp_path):
     assert {r["noise on"] for r in gru["noise"]} == {"stage 1 (latents)", "stage 2 (text states)"}
     assert (tmp_path / "figures" / "methods" / "gru" / "noise_sensitivity.png").exists()
 
-    # NeuralDiffuser: its row, kappa x eta, kappa = 0, and the guidance redrawn on every method
+    # NeuralDiffuser: kappa chosen on held-out training scans, its row, kappa = 0 over seeds
+    nd_over = {"methods.seeds": [0, 1], "methods.neuraldiffuser.kappa_candidates": [0.0, 300.0],
+               "methods.neuraldiffuser.eta_grid": [0.2, 1.0]}
     run_notebook("notebooks/05_neuraldiffuser.py", tmp_path / "reports" / "05_neuraldiffuser.ipynb",
-                 {"PARAMS_FILE": str(params), "OVERRIDES": {"methods.seeds": [0, 1],
-                                                            "methods.neuraldiffuser.kappa_candidates": [0.0, 300.0],
-                                                            "methods.neuraldiffuser.eta_grid": [0.2, 1.0]}},
-                 log_output=False)
+                 {"PARAMS_FILE": str(params), "OVERRIDES": nd_over}, log_output=False)
     nd = json.loads((tmp_path / "metrics" / "methods" / "neuraldiffuser.json").read_text())
-    assert nd["kappa"] == 300.0 and len(nd["kappa_eta_grid"]) == 2
+    assert nd["kappa"] == 300.0 and set(nd["kappa_selection"]) == {"0.0", "300.0"}
     assert set(nd["claims"]) == {"SSIM", "AlexNet(2)†"} and len(nd["claims"]["SSIM"]["per_seed"]) == 2
     # the guidance moved the drawings (same decoded features, same seeds): kappa = 0 is not kappa > 0
     assert any(abs(d) > 0 for d in nd["claims"]["SSIM"]["per_seed"] + nd["claims"]["AlexNet(2)†"]["per_seed"])
-    guided = {p.name for p in (tmp_path / "reconstructions").iterdir() if p.name.endswith("_guided")}
-    assert guided == {f"{m}_guided" for m in ("neuropictor", "brain_diffuser", "cs292f", "gru")}
-    assert (tmp_path / "figures" / "methods" / "neuraldiffuser" / "kappa_eta_grid.png").exists()
 
     run_notebook("notebooks/07_evaluate.py", tmp_path / "reports" / "07.ipynb", {"PARAMS_FILE": str(params)},
                  log_output=False)
     t1 = json.loads((tmp_path / "metrics" / "table1.json").read_text())
-    base_rows = {"Takagi & Nishimoto (ridge)", "Brain-Diffuser-style (ridge -> hVAE)", "CS292F (nonlinear decoders)",
-                 "Two-stage GRU", "NeuralDiffuser (ridge z, c, g + guidance)", "NeuroPictor (w/o ft)", "NeuroPictor"}
-    plus = {f"{r} + guidance" for r in base_rows - {"NeuroPictor (w/o ft)", "NeuralDiffuser (ridge z, c, g + guidance)",
-                                                   "Takagi & Nishimoto (ridge)"}}
-    rows = base_rows | plus
-    assert set(t1["average"]) == rows and t1["bars"]["Table 1 has every row (11)"]
-    assert set(t1["guidance_ahead"]) == {r[:-len(" + guidance")] for r in plus}
-    rows = base_rows
+    rows = {"Takagi & Nishimoto (ridge)", "Brain-Diffuser-style (ridge -> hVAE)", "CS292F (nonlinear decoders)",
+            "Two-stage GRU", "NeuralDiffuser (ridge z, c, g + guidance)", "NeuroPictor (w/o ft)", "NeuroPictor"}
+    assert set(t1["average"]) == rows and t1["bars"]["Table 1 has every row (7)"]
     assert "CLIP†" in t1["average"]["NeuroPictor"] and "shape accuracy" in t1["average"]["NeuroPictor"]
     readout = t1["semantic_readout_r2"]
     assert set(readout) == rows and all(r["average"] <= 1 for r in readout.values())  # R^2 never exceeds 1
+
+    # `make guidance`: kappa x eta, the true-feature ceiling, every method "+ guidance"
+    run_notebook("notebooks/08_guidance.py", tmp_path / "reports" / "08.ipynb",
+                 {"PARAMS_FILE": str(params), "OVERRIDES": nd_over}, log_output=False)
+    gd = json.loads((tmp_path / "metrics" / "guidance.json").read_text())
+    assert gd["kappa"] == 300.0 and len(gd["kappa_eta_grid"]) == 2 and len(gd["oracle_features"]) == 4
+    plus = {f"{r} + guidance" for r in ("NeuroPictor", "Brain-Diffuser-style (ridge -> hVAE)",
+                                        "CS292F (nonlinear decoders)", "Two-stage GRU")}
+    assert plus <= set(gd["table1_guidance"]) and len(gd["guidance_ahead"]) == 4
+    guided = {p.name for p in (tmp_path / "reconstructions").iterdir() if p.name.endswith("_guided")}
+    assert guided == {f"{m}_guided" for m in ("neuropictor", "brain_diffuser", "cs292f", "gru")}
+    assert (tmp_path / "figures" / "guidance" / "kappa_eta_grid.png").exists()
+    assert (tmp_path / "tables" / "guidance" / "table1_guidance.md").exists()
     table = (tmp_path / "tables" / "table1.md").read_text()
     assert "AlexNet(2)†" in table and "Two-stage GRU" in table
     assert (tmp_path / "figures" / "table1" / "fig5_reconstructions.png").exists()

@@ -73,6 +73,16 @@ def fit_decode(cfg: Settings, data: SubjectData, found, seed: int = 0) -> Decode
     return Decoded(z=z, c=c, extra={"g": decode_features(cfg, data, found)})
 
 
+def held_out_decoders(cfg: Settings, data: SubjectData, found, fit_rows, held_rows):
+    """The three decoders refitted on the training rows `fit_rows` and applied to the training
+    scans `held_rows` (choosing kappa without the test set) -> (Decoded(z, c), g)."""
+    alphas = cfg.prep.ridge.alphas
+    x_fit, x_held = data.x_train[fit_rows], data.x_train[held_rows]
+    decoded = Decoded(z=ridge_fit_predict(x_fit, data.z_train[fit_rows], x_held, alphas),
+                      c=ridge_fit_predict(x_fit, data.c_train[fit_rows], x_held, alphas))
+    return decoded, decode_features(cfg, data, found, train_rows=fit_rows, test_x=x_held)
+
+
 def feature_loss(vae, tower, targets: list[torch.Tensor], layers, weights):
     """The guidance loss of the rows `rows`: sum_l w_l * MSE(CLIP_l(x0_hat decoded), g_l) / ||g_l||
     per row, for `sample.Guide` (x0_hat: VAE-scaled latents)."""
