@@ -66,6 +66,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_metrics.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/bench_neuropictor.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/bench_guidance.py
+	OMP_NUM_THREADS=2 $(PY) benchmarks/bench_memory.py
 
 clean-venv:
 	rm -rf $(VENV)

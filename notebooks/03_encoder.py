@@ -67,6 +67,7 @@ print(f"corpus: {len(people)} subjects, {len(corpus)} maps; training on {len(peo
 # %%
 from neuropictor.decoding import encoder_spec, stage_checkpoint
 from neuropictor.models.fmri_encoder import FlatmapMAE, mae_loss, recon_correlation, save_encoder
+from neuropictor.compute import train_settings
 from neuropictor.train import TensorBatches, TrainConfig, fit
 
 e = cfg.encoder
@@ -77,7 +78,7 @@ print(f"encoder + decoder: {sum(p.numel() for p in model.parameters()) / 1e6:.2f
 checkpoints = stage_checkpoint(cfg, "encoder", cfg.path("prepared"))  # outside DVC's outputs: a kill resumes
 history = fit(model, mae_loss, TensorBatches(corpus[~held]),
               TrainConfig(steps=steps, batch_size=e.batch_size, lr=e.lr, seed=cfg.seed, warmup=min(100, steps // 10),
-                          log_every=50), checkpoints, desc="guide-token MAE")
+                          log_every=50, **train_settings(cfg.compute)), checkpoints, desc="guide-token MAE")
 save_encoder(cfg.path("encoder"), model)
 shutil.rmtree(checkpoints, ignore_errors=True)  # complete: the saved encoder is the stage's output
 

@@ -24,7 +24,10 @@
 # Loss L_dif + lambda L_sem (lambda 0.1); 5 % of F^sem replaced by the empty caption.
 # The Table 2 switches are keys under `neuropictor:` in params.yaml.
 #
-# Training runs on `neuropictor.train.fit` (accelerate): checkpoints every 100 steps under
+# Training runs on `neuropictor.train.fit` (accelerate) with params' `compute:` (device,
+# precision, gradient checkpointing and accumulation; `compute.processes` > 1 launches that many
+# DDP processes from this kernel, one per GPU); the flatmaps, latents and caption states of
+# each batch are read from disk (`paths.features`). Checkpoints every 100 steps under
 # `paths.checkpoints` (outside the stage's DVC outputs, which DVC deletes before a rerun); a
 # killed `dvc repro` started again resumes there, to the same weights.
 
@@ -89,7 +92,9 @@ if STAGE == "refine":
 
 # %%
 with torch.no_grad():
-    probe = torch.from_numpy(np.asarray(prepared.flatmaps(subjects[0], "train")[:2], dtype=np.float32))
+    first_rows = prepared.rows(subjects[0], "train").row.to_numpy()[:2]  # two maps read from disk, not the split
+    probe = torch.from_numpy(np.asarray(np.load(prepared.flatmap_file(subjects[0]), mmap_mode="r")[first_rows],
+                                        dtype=np.float32))
     S_r, F_txt, F_sem = model.conditions(probe)
     shapes = {"S (flatmap)": probe.shape, "S^r = E(S) (Eq. 1)": S_r.shape, "F~txt (HLGN, Eq. 2)": F_txt.shape,
               "F^au (auxiliary encoder)": (F_sem - F_txt).shape if model.switches.use_aux else "off",
@@ -110,19 +115,19 @@ def probe_loss(model, data, n=32, seed=12345):
     """L on the first `n` training pairs with fixed noise, timesteps and dropped captions:
     the same number before and after training measures what was learnt, free of the
     batch-to-batch noise of the logged training loss."""
-    rows = torch.arange(min(n, len(data.maps)))
+    rows = torch.arange(min(n, len(data)))
     model.eval()
     with torch.no_grad():
         torch.manual_seed(seed)
-        value = float(model(data.maps[rows], data.z0[rows], data.states[rows]))
+        value = float(model(*data[rows]))
     model.train()
     return value
 
 
 history, probe_before, probe_after = [], None, None
 if trained:
-    data = decoding_data(cfg, prepared, found, subjects, "train")
-    print(f"{len(data.maps)} flatmap-image pairs")
+    data = decoding_data(cfg, prepared, subjects, "train")  # streamed from disk (paths.features)
+    print(f"{len(data)} flatmap-image pairs")
     loop = NP.pretrain if STAGE == "pretrain" else NP.refine
     inputs = training_inputs(cfg, *([cfg.path("models") / "pretrain"] if STAGE == "refine" else []))
     probe_before = probe_loss(model, data)

@@ -55,7 +55,7 @@ networks = found.metric_networks()
 record, shown = {}, {}
 for s in method_subjects(cfg):
     t = time.time()
-    data = subject_data(cfg, prepared, found, s, hvae=hvae)
+    data = subject_data(cfg, prepared, s, hvae=hvae)
     decoded = brain_diffuser.fit_decode(cfg, data, cfg.seed)
     images = draw(found, decoded, cfg, cfg.methods.brain_diffuser.strength)
     save_reconstructions(cfg, "brain_diffuser", s, data.ids_test, images, decoded.c,

@@ -75,7 +75,7 @@ def mse(a, b):
 rows, fits, row_decoded, data_of = [], [], {}, {}
 for s in subjects:
     t = time.time()
-    data = data_of[s] = subject_data(cfg, prepared, found, s)
+    data = data_of[s] = subject_data(cfg, prepared, s)
     k = min(P.text_tokens, data.c_train.shape[1]) if data.text else 0
     ridge_z = ridge_fit_predict(data.x_train, data.z_train, data.x_test, cfg.prep.ridge.alphas)
     rows.append({"subject": s, "seed": None, "target": "image latent z", "decoder": "Linear (ridge)",

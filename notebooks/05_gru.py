@@ -71,7 +71,7 @@ def score(data, images):
 rows, data_of, shown, fits, row_decoded = [], {}, {}, [], {}
 for s in subjects:
     t = time.time()
-    data = data_of[s] = subject_data(cfg, prepared, found, s, hvae=hvae)
+    data = data_of[s] = subject_data(cfg, prepared, s, hvae=hvae)
     target = data.hvae_latents("test", G.groups)
     ridge = gru.fit_decode(cfg, data, ridge=True)
     for seed in seeds:

@@ -93,7 +93,7 @@ tower = neuraldiffuser.vision_tower(found)
 data_of, decoded_of, r2_rows = {}, {}, []
 for s in subjects:
     t = time.time()
-    data = data_of[s] = subject_data(cfg, prepared, found, s)
+    data = data_of[s] = subject_data(cfg, prepared, s)
     if not data.text:
         raise DataError("NeuralDiffuser draws with decoded text states; this world has no captions.")
     decoded = decoded_of[s] = neuraldiffuser.fit_decode(cfg, data, found)

@@ -48,7 +48,8 @@ T0 = time.time()
 
 # %%
 from neuropictor.data.prep import Prepared
-from neuropictor.decoding import build_neuropictor, caption_states, load_model, reference_captions
+from neuropictor.decoding import build_neuropictor, caption_states, load_model
+from neuropictor.features import FeatureStore
 from neuropictor.evaluation import held_out, reconstruct_images, sampling_steps, score_reconstructions
 from neuropictor.models.foundation import load_world_foundation
 from neuropictor.models.standins import attribute_metrics, predict_attributes
@@ -103,7 +104,7 @@ print(results.groupby("method").mean(numeric_only=True).drop(columns="subject").
 
 # %%
 s0 = subjects[0]
-test_states = caption_states(found.pipe, reference_captions(cfg, prepared, tests[s0].ids))
+test_states = FeatureStore(cfg.path("features")).states(tests[s0].ids)  # the features stage's caption states
 with torch.no_grad():
     conditions0 = {"true caption states": test_states,
                    "NeuroPictor F^sem": refined0.conditions(torch.as_tensor(tests[s0].maps))[2]}

@@ -57,7 +57,7 @@ def r2(pred, target):
 record, shown = {}, {}
 for s in method_subjects(cfg):
     t = time.time()
-    data = subject_data(cfg, prepared, found, s)
+    data = subject_data(cfg, prepared, s)
     decoded = takagi.fit_decode(cfg, data, cfg.seed)
     images = draw(found, decoded, cfg, cfg.methods.takagi.strength)
     save_reconstructions(cfg, "takagi", s, data.ids_test, images, decoded.c, decoded.z)

@@ -34,7 +34,7 @@ import pandas as pd
 
 from neuropictor.config import notebook_setup
 from neuropictor.data.prep import Prepared
-from neuropictor.decoding import caption_states, reference_captions
+from neuropictor.features import FeatureStore
 from neuropictor.evaluation import score_reconstructions, split_metrics
 from neuropictor.io import DataError, save_json
 from neuropictor.methods import ROW_NAMES, comparison_figure, load_reconstructions
@@ -105,9 +105,9 @@ def r2(pred, target):
     return float(1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum())
 
 
-semantic = []
+semantic, store = [], FeatureStore(cfg.path("features"))
 for s in subjects:
-    truth = caption_states(found.pipe, reference_captions(cfg, prepared, prepared.rows(s, "test").nsd_id.to_numpy()))
+    truth = store.states(prepared.rows(s, "test").nsd_id.to_numpy())  # the features stage's caption states
     for m in methods:
         if conditions[(m, s)] is not None:
             semantic.append({"method": ROW_NAMES[m], "subject": s, "R2": r2(conditions[(m, s)], truth)})

@@ -83,7 +83,7 @@ def guided(decoded, g, kappa, eta=P.eta):
 # ## kappa x eta on held-out training scans
 
 # %%
-data_of = {s: subject_data(cfg, prepared, found, s) for s in subjects}
+data_of = {s: subject_data(cfg, prepared, s) for s in subjects}
 s0 = subjects[0]
 data = data_of[s0]
 fit_rows, held = validation_rows(len(data.x_train), P.select_share, cfg.seed)

@@ -24,6 +24,7 @@ def smoke_overrides(root: Path) -> dict:
         "paths.encoder": str(root / "encoder"),
         "paths.models": str(root / "models"),
         "paths.checkpoints": str(root / "checkpoints"),
+        "paths.features": str(root / "features"),
         "paths.reconstructions": str(root / "reconstructions"),
         "paths.tables": str(root / "tables"),
         "paths.figures": str(root / "figures"),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from neuropictor.nb import run_notebook
@@ -43,6 +45,14 @@ def test_pipeline_notebooks_smoke(tmp_path):
     assert found["text_to_image"]["colour"] > 0.5  # chance is 1/6
     for name in ("vae_reconstructions.png", "text_to_image.png"):
         assert (tmp_path / "figures" / "foundation" / name).stat().st_size > 10_000
+
+    run_notebook("notebooks/02b_features.py", tmp_path / "reports" / "02b.ipynb",
+                 {"PARAMS_FILE": str(params)}, log_output=False)
+    feats = json.loads((tmp_path / "metrics" / "features.json").read_text())
+    n_stimuli = len(np.load(tmp_path / "prepared" / "stimuli_ids.npy"))
+    assert feats["n_images"] == n_stimuli and feats["latents"][0] == n_stimuli
+    assert feats["caption_states"][0] == n_stimuli and feats["max_relative_difference"] < 1e-3
+    assert feats["decoded_psnr_db"] > 25  # the stored latents decode to the stimuli
 
     run_notebook("notebooks/03_encoder.py", tmp_path / "reports" / "03.ipynb",
                  {"PARAMS_FILE": str(params)}, log_output=False)

@@ -93,3 +93,24 @@ def test_foundation_notebook_smoke_learns_and_resumes(tmp_path):
     assert model_files and all(first[k] == second[k] for k in model_files)
     log = (tmp_path / "run2.ipynb").read_text()
     assert "resuming from step 60" in log
+
+
+def test_the_foundation_pipeline_is_up_to_date_so_make_repro_never_retrains_it():
+    """`make repro` runs `dvc repro`, which would retrain the foundation (~2 h) if any source
+    file the foundation pipeline depends on differs from what foundation/dvc.lock recorded
+    (foundation/weights is a dependency of the main pipeline). Every such file must hash as
+    recorded: after a change that does not alter training, `dvc commit foundation/dvc.yaml`
+    (say why in the commit); after one that does, `make foundation`."""
+    import hashlib
+
+    import yaml
+
+    lock = yaml.safe_load((PROJ_ROOT / "foundation" / "dvc.lock").read_text())
+    stale = []
+    for dep in lock["stages"]["foundation"]["deps"]:
+        path = PROJ_ROOT / dep["path"]
+        if path.is_file() and hashlib.md5(path.read_bytes()).hexdigest() != dep["md5"]:
+            stale.append(dep["path"])
+    assert not stale, (f"{stale} changed since foundation/dvc.lock was written: `make repro` would retrain the "
+                       "shipped foundation. If training is unaffected, run `dvc commit foundation/dvc.yaml`; "
+                       "otherwise `make foundation`.")

@@ -89,7 +89,7 @@ def train_row(row: Row, cfg: Settings, base: Settings, found, prepared, mask: np
     elif pre_key in pretrained:
         load_model(pretrained[pre_key], pre_model)
     elif n.multi_subject_pretraining:
-        data = decoding_data(cfg, prepared, found, list(cfg.prep.subjects), "train")
+        data = decoding_data(cfg, prepared, list(cfg.prep.subjects), "train")
         out = out_root / f"{row.key}_pretrain"
         train_neuropictor(pre_model.train(), data, n.pretrain, cfg.seed,
                           stage_checkpoint(cfg, f"ablation_{row.key}_pretrain", *training_inputs(base)),
@@ -110,7 +110,7 @@ def train_row(row: Row, cfg: Settings, base: Settings, found, prepared, mask: np
                         and subject in base.neuropictor.refine_subjects)
     if same_as_pipeline:
         return load_model(base.path("models") / f"refine_subj{subject}", model)
-    data = decoding_data(cfg, prepared, found, [subject], "train")
+    data = decoding_data(cfg, prepared, [subject], "train")
     out = out_root / row.key
     train_neuropictor(model.train(), data, n.refine, cfg.seed,
                       stage_checkpoint(cfg, f"ablation_{row.key}_refine{subject}", *training_inputs(

@@ -52,6 +52,7 @@ class Paths:
     encoder: str = "data/encoder"  # the pretrained fMRI encoder (stage 03)
     models: str = "data/models"  # NeuroPictor checkpoints: pretrain/, refine/subjXX/
     checkpoints: str = "data/checkpoints"  # training state of stages 03-04 (resume; not a DVC output)
+    features: str = "data/features"  # per-image features on disk (VAE latents, caption states): stage 02b
     reconstructions: str = "data/reconstructions"  # sampled test images per subject and model
     tables: str = "tables"
     sd_folder: str = "weights/stable-diffusion-2-1"  # paper world: SD-2.1 diffusers folder
@@ -364,6 +365,20 @@ class Methods:
 
 
 @dataclass(frozen=True)
+class Compute:
+    """Where and how every training and sampling loop runs (applied through accelerate)."""
+
+    device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 needs a GPU)
+    gradient_checkpointing: bool = False  # recompute NeuroPictor's activations in backward (memory for time)
+    grad_accumulation: int = 1  # micro-batches per optimizer step (the global batch and its draws unchanged)
+    workers: int = 0  # DataLoader processes streaming training batches from disk (0 = in the main process)
+    processes: int = 1  # NeuroPictor training processes (DDP via accelerate's notebook_launcher; one per GPU)
+    feature_batch: int = 64  # images per batch in the features stage
+    feature_dtype: str = "float32"  # storage of the on-disk features (float16 halves NSD's ~28 GB)
+
+
+@dataclass(frozen=True)
 class Ablations:
     """Notebook 06 (`make ablations`): Table 2's rows on one subject."""
 
@@ -381,6 +396,8 @@ class Ablations:
 
 WORLDS = ("synthetic", "nsd", "generic")
 ZSCORE_MODES = ("session", "train", "none")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 METHOD_NAMES = ("takagi", "brain_diffuser", "cs292f", "gru", "neuraldiffuser")  # src/neuropictor/methods/<name>.py
 
 
@@ -398,6 +415,7 @@ class Settings:
     reconstruction: Reconstruction = field(default_factory=Reconstruction)
     methods: Methods = field(default_factory=Methods)
     ablations: Ablations = field(default_factory=Ablations)
+    compute: Compute = field(default_factory=Compute)
 
     def steps(self, steps: int) -> int:
         """Training steps in force: `foundation.smoke_steps` when `smoke` is on."""
@@ -565,6 +583,8 @@ RANGES: tuple[tuple[str, tuple], ...] = (
     ("methods.gru.*groups", _AT_LEAST_1), ("methods.gru.chunk", _AT_LEAST_1), ("methods.gru.hidden", _AT_LEAST_1),
     ("methods.gru.rank", _AT_LEAST_1), ("methods.gru.layers", _AT_LEAST_1),
     ("methods.gru.noise_levels", _NON_NEGATIVE),
+    ("compute.grad_accumulation", _AT_LEAST_1), ("compute.workers", _NON_NEGATIVE), ("compute.processes", _AT_LEAST_1),
+    ("compute.feature_batch", _AT_LEAST_1),
 )
 
 
@@ -679,6 +699,18 @@ def _validate(s: Settings, path: Path) -> None:
             f"exceed the hierarchical VAE's {sum(s.foundation.hvae.groups)} latent groups (foundation.hvae.groups).")
     if s.ablations.subject not in s.prep.subjects:
         bad(f"params.ablations.subject {s.ablations.subject} is not in prep.subjects {list(s.prep.subjects)}.")
+    c = s.compute
+    for key, value, options in (("device", c.device, DEVICES), ("precision", c.precision, PRECISIONS),
+                                ("feature_dtype", c.feature_dtype, ("float32", "float16"))):
+        if value not in options:
+            bad(f"params.compute.{key} is '{value}'; use one of {', '.join(options)}.")
+    if c.precision == "fp16" and c.device == "cpu":
+        bad("params.compute.precision fp16 needs a GPU (compute.device cuda or auto); on CPU use fp32 or bf16.")
+    for name, loop in (("pretrain", s.neuropictor.pretrain), ("refine", s.neuropictor.refine)):
+        if loop.batch_size % (c.grad_accumulation * c.processes):
+            bad(f"params.neuropictor.{name}.batch_size ({loop.batch_size}) must divide by compute.processes x "
+                f"compute.grad_accumulation ({c.processes} x {c.grad_accumulation}): each optimizer step still sees "
+                "the whole batch, split equally over processes and micro-batches.")
     if s.world == "generic" and s.paths.generic_input is None:
         bad("world is 'generic' but paths.generic_input is not set; point it at your .npz/.h5/.mat.")
 
@@ -696,9 +728,12 @@ def notebook_overrides(overrides: dict, smoke: bool | None) -> dict:
 def notebook_setup(params_file: str | Path, smoke: bool | None, overrides: dict, figures: str,
                    show: tuple[str, ...] = ("seed", "world", "smoke")) -> tuple[Settings, Path]:
     """What every notebook's settings cell does: load params (the notebook's parameters cell
-    may override `smoke` and any dotted key), print the sections `show`, and make the
-    notebook's figure folder. Returns (settings, figure folder)."""
+    may override `smoke` and any dotted key), print the sections `show`, apply `compute:`
+    (`compute.configure`) and make the notebook's figure folder. Returns (settings, figure folder)."""
     cfg = load_params(params_file, notebook_overrides(overrides, smoke))
+    from .compute import configure
+
+    configure(cfg.compute)  # device / precision of every training and sampling loop in this kernel
     fig_dir = cfg.path("figures") / figures
     fig_dir.mkdir(parents=True, exist_ok=True)
     settings = as_dict(cfg)

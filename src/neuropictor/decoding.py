@@ -1,10 +1,10 @@
 """NeuroPictor's stages 04-05 as library calls: data assembly, model building, training
 and checkpoints (the voxel-based methods are in methods/). Notebooks 04-05 narrate these.
 
-    found = load_foundation(cfg.path("foundation"))
-    data = decoding_data(cfg, prepared, found, subjects=[1, 2], split="train")
-    model = build_neuropictor(cfg, found, prepared, stage="pretrain")
-    train_neuropictor(cfg, model, data, cfg.neuropictor.pretrain, out_dir)
+    found = load_world_foundation(cfg)
+    data = decoding_data(cfg, prepared, subjects=[1, 2], split="train")   # streamed from disk
+    model = build_neuropictor(cfg, found, mask, stage="pretrain")
+    train_neuropictor(model, data, cfg.neuropictor.pretrain, cfg.seed, out_dir, desc="pretrain")
 """
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ from safetensors.torch import save_file
 from .config import Loop, Settings
 from .io import DataError, atomic_dir, read_safetensors
 from .models.fmri_encoder import EncoderSpec, FlatmapMAE, load_encoder
-from .models.foundation import image_latents, images_of
 from .models.neuropictor import ModelSwitches, NeuroPictor, neuropictor_loss
-from .train import TensorBatches, TrainConfig, fit
+from .train import TrainConfig, fit
 
 
 def encoder_spec(cfg: Settings) -> EncoderSpec:
@@ -54,32 +53,13 @@ def caption_states(pipe, texts: list[str], batch: int = 256) -> torch.Tensor:
     return torch.cat(out)
 
 
-@dataclass
-class DecodingData:
-    """Flatmaps with their stimuli's latents and caption states (rows aligned)."""
+def decoding_data(cfg: Settings, prepared, subjects, split: str):
+    """Flatmaps of `subjects`' `split` with their stimuli's latents and caption states, as a
+    `features.StreamedPairs` (rows read from disk per batch; the features stage computed the
+    latents and states once)."""
+    from .features import FeatureStore, StreamedPairs
 
-    maps: torch.Tensor  # (n, H, W)
-    z0: torch.Tensor  # (n, c, h, w)
-    states: torch.Tensor  # (n, L_T, d_T)
-    nsd_ids: np.ndarray
-    subjects: np.ndarray
-
-    def batches(self) -> TensorBatches:
-        return TensorBatches(self.maps, self.z0, self.states)
-
-
-def decoding_data(cfg: Settings, prepared, found, subjects, split: str) -> DecodingData:
-    maps, ids, subj = [], [], []
-    for s in subjects:
-        rows = prepared.rows(s, split)
-        maps.append(torch.from_numpy(np.asarray(prepared.flatmaps(s, split), dtype=np.float32)))
-        ids.append(rows.nsd_id.to_numpy())
-        subj.append(np.full(len(rows), int(s)))
-    ids_all = np.concatenate(ids)
-    uniq, inverse = np.unique(ids_all, return_inverse=True)  # each image encoded once
-    z = image_latents(found.pipe.vae, images_of(prepared, uniq))
-    states = caption_states(found.pipe, reference_captions(cfg, prepared, uniq))
-    return DecodingData(torch.cat(maps), z[inverse], states[inverse], ids_all, np.concatenate(subj))
+    return StreamedPairs(prepared, FeatureStore(cfg.path("features")), subjects, split)
 
 
 # --------------------------------------------------------------------------- model
@@ -108,8 +88,11 @@ def build_neuropictor(cfg: Settings, found, mask: np.ndarray, stage: str) -> Neu
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     empty = caption_states(pipe, [""])
     n = cfg.neuropictor
-    return NeuroPictor(encoder, pipe.unet, empty, scheduler, switches(cfg, stage), hlgn_hidden_tokens=n.hlgn_hidden_tokens,
-                       hlgn_layer_norm=n.hlgn_layer_norm, llmn_map=n.llmn_map)
+    model = NeuroPictor(encoder, pipe.unet, empty, scheduler, switches(cfg, stage), hlgn_hidden_tokens=n.hlgn_hidden_tokens,
+                        hlgn_layer_norm=n.hlgn_layer_norm, llmn_map=n.llmn_map)
+    if cfg.compute.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    return model
 
 
 def stage_checkpoint(cfg: Settings, name: str, *inputs: Path) -> Path:
@@ -128,22 +111,31 @@ def stage_checkpoint(cfg: Settings, name: str, *inputs: Path) -> Path:
 
 def training_inputs(cfg: Settings, *extra: Path) -> list[Path]:
     """What a NeuroPictor training stage learns from, for `stage_checkpoint`'s fingerprint:
-    the prepared data, the pretrained encoder, the foundation (its manifest; synthetic world)
-    and `extra` (e.g. the pretrained model a refining starts from)."""
+    the prepared data, the per-image features (their manifest), the pretrained encoder, the
+    foundation (its manifest; synthetic world) and `extra` (e.g. the pretrained model a
+    refining starts from)."""
     found = [cfg.path("foundation") / "manifest.json"] if cfg.world == "synthetic" else []
-    return [cfg.path("prepared"), cfg.path("encoder"), *found, *extra]
+    return [cfg.path("prepared"), cfg.path("features") / "manifest.json", cfg.path("encoder"), *found, *extra]
 
 
-def train_neuropictor(model: NeuroPictor, data: DecodingData, loop: Loop, seed: int, checkpoints: Path | None,
-                      desc: str, smoke_steps: int | None = None) -> list[dict]:
+def train_neuropictor(model: NeuroPictor, data, loop: Loop, seed: int, checkpoints: Path | None,
+                      desc: str, smoke_steps: int | None = None, compute=None) -> list[dict]:
     """Train through `train.fit` in the released code's two phases: `loop.steps` with every
     caption kept, then the "mask" phase, `loop.mask_steps` at lr / 10 in which
     `switches.empty_rate` of F^sem is replaced by the empty caption (what classifier-free
-    guidance needs). Resumes from `checkpoints` (see `stage_checkpoint`) if a killed run left
+    guidance needs). `data`: a row-indexable dataset (`decoding_data`); `compute`: params'
+    `compute:` section (device, precision, accumulation, workers; default: the configured
+    one, `compute.configure`). Resumes from `checkpoints` (see `stage_checkpoint`) if a killed run left
     state there; the state is removed once the run is complete. Returns one history, the mask
     phase's steps counted on from the first phase's."""
     import dataclasses
     import shutil
+
+    from .compute import active, train_settings
+
+    compute = compute or active()
+    if compute.processes > 1:
+        return _train_in_processes(model, data, loop, seed, checkpoints, desc, smoke_steps, compute)
 
     def steps_of(n):
         return min(n, smoke_steps) if smoke_steps else n
@@ -157,15 +149,70 @@ def train_neuropictor(model: NeuroPictor, data: DecodingData, loop: Loop, seed: 
             continue
         model.switches = dataclasses.replace(model.switches, empty_rate=empty_rate)
         tc = TrainConfig(steps=steps, batch_size=loop.batch_size, lr=lr, seed=seed + (phase == "mask"),
-                         warmup=min(50, steps // 10), ckpt_every=100, log_every=min(25, steps))
-        part = fit(model, neuropictor_loss, data.batches(), tc, None if checkpoints is None else Path(checkpoints) / phase,
+                         warmup=min(50, steps // 10), ckpt_every=100, log_every=min(25, steps),
+                         **train_settings(compute))
+        part = fit(model, neuropictor_loss, data, tc, None if checkpoints is None else Path(checkpoints) / phase,
                    desc=f"{desc} ({phase})")
         history += [dict(h, step=h["step"] + done, phase=phase) for h in part]
         done += steps
     model.switches = dataclasses.replace(model.switches, empty_rate=rate)
-    if checkpoints is not None and Path(checkpoints).exists():
-        shutil.rmtree(checkpoints)
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return history
+
+
+def _train_in_processes(model: NeuroPictor, data, loop: Loop, seed: int, checkpoints, desc: str, smoke_steps,
+                        compute) -> list[dict]:
+    """`train_neuropictor` in `compute.processes` processes (DDP), launched from the notebook's
+    kernel by accelerate's `notebook_launcher` (one process per GPU; gloo on CPU). Every process
+    draws the global batch's noise, timesteps and caption drops and keeps its rows, so the
+    result is the 1-process one (tested); the first process hands the trained weights back."""
+    import dataclasses
+    import tempfile
+
+    from accelerate import PartialState, notebook_launcher
+    from safetensors.torch import load_file
+
+    one = dataclasses.replace(compute, processes=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights, log = Path(tmp) / "trained.safetensors", Path(tmp) / "history.json"
+
+        def worker():
+            history = train_neuropictor(model, data, loop, seed, checkpoints, desc, smoke_steps, one)
+            state = PartialState()
+            if state.is_main_process:
+                save_file({k: v.contiguous() for k, v in model.trainable_state_dict().items()}, str(weights),
+                          metadata={"processes": str(state.num_processes)})
+                log.write_text(json.dumps(history))
+
+        from accelerate.state import AcceleratorState
+
+        # a 1-process Accelerator left in this kernel (an earlier cell's training) would stop the launch
+        AcceleratorState._reset_state(reset_partial_state=True)
+        # notebook_launcher forks; a child of a parent whose OpenMP pool has run with several
+        # threads hangs at its first parallel op (libgomp is not fork-safe), so the processes
+        # are forked from one thread (each trains on one CPU thread, or on its GPU)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            notebook_launcher(worker, num_processes=compute.processes, use_port=str(_free_port()))
+        finally:
+            torch.set_num_threads(threads)
+            AcceleratorState._reset_state(reset_partial_state=True)
+        if not weights.exists():
+            raise RuntimeError(f"{desc}: the {compute.processes} training processes ended without weights; see their "
+                               "output above.")
+        model.load_trainable(load_file(str(weights)))
+        return json.loads(log.read_text())
+
+
+def _free_port() -> int:
+    """A TCP port nothing listens on (DDP's rendezvous; a stale run may hold 29500)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def save_model(path: Path, model: NeuroPictor, meta: dict) -> None:

@@ -40,7 +40,7 @@ def own_settings(input_file: str | Path, out: str | Path, params: str | Path | N
     """Settings for `input_file` with every output under `out`."""
     out = Path(out).absolute()
     return load_params(params, {"world": "generic", "paths.generic_input": str(Path(input_file).absolute()),
-                                "paths.prepared": str(out / "prepared"),
+                                "paths.prepared": str(out / "prepared"), "paths.features": str(out / "features"),
                                 "paths.reconstructions": str(out / "reconstructions"),
                                 **(overrides or {})})
 
@@ -60,6 +60,7 @@ def run(input_file: str | Path, out: str | Path, params: str | Path | None = Non
 
     from .data.generic import SUBJECT, prepare_generic
     from .data.prep import Prepared
+    from .features import compute_features
     from .methods import draw, load_hvae_of, save_reconstructions, subject_data
     from .models.foundation import load_foundation
     from .report import write_table
@@ -73,7 +74,8 @@ def run(input_file: str | Path, out: str | Path, params: str | Path | None = Non
     prepared = Prepared(cfg.path("prepared"))
     found = load_foundation(cfg.path("foundation"))  # the shipped models, at 64 px
     networks = found.metric_networks()
-    data = subject_data(cfg, prepared, found, SUBJECT, hvae=load_hvae_of(cfg))
+    compute_features(cfg, prepared, found)  # the stimuli's latents (and caption states) on disk
+    data = subject_data(cfg, prepared, SUBJECT, hvae=load_hvae_of(cfg))
     if not data.text:
         print("No captions in the file: the text branches are off, and each method's result is its stage 1 "
               "(decoded latent through the shipped VAE, or the hierarchical VAE's coarse image).")

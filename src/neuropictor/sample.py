@@ -112,6 +112,8 @@ def denoise(make_predict, scheduler, shape: tuple, steps: int, strength: float =
         timesteps = timesteps[steps - run:]
         if len(timesteps) == 0:
             raise ValueError(f"strength {strength} x {steps} steps runs no step; raise either")
+    from .compute import autocast
+
     n_guided = guide.steps(len(timesteps)) if guide is not None else 0
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(shape, generator=generator)
@@ -125,8 +127,8 @@ def denoise(make_predict, scheduler, shape: tuple, steps: int, strength: float =
         else:
             x = ddim.add_noise(init[rows].float(), noise[rows], timesteps[:1])
         for i, t in enumerate(timesteps):
-            with torch.no_grad():
-                pred = predict(ddim.scale_model_input(x, t), t)
+            with torch.no_grad(), autocast():  # params compute.precision (a no-op at fp32)
+                pred = predict(ddim.scale_model_input(x, t), t).to(x.dtype)
             if i < n_guided:
                 pred = guided_output(ddim, guide, x, pred, t, rows)
             x = ddim.step(pred, t, x).prev_sample
@@ -213,14 +215,15 @@ def img2img(pipe, z: torch.Tensor, c: torch.Tensor, strength: float, steps: int,
         empty = caption_states(pipe, [""])
 
     def make_predict(rows):
-        cond = c[rows].to(unet.dtype)
+        cond = c[rows].to(device=unet.device, dtype=unet.dtype)
         states = torch.cat([empty.to(cond).expand_as(cond), cond])
 
         def predict(x, t):
+            x = x.to(unet.device)
             if guidance <= 1:
-                return unet(x, t, encoder_hidden_states=cond).sample
+                return unet(x, t, encoder_hidden_states=cond).sample.cpu()
             eps_u, eps_c = unet(torch.cat([x, x]), t, encoder_hidden_states=states).sample.chunk(2)
-            return _cfg(eps_u, eps_c, guidance)
+            return _cfg(eps_u, eps_c, guidance).cpu()
         return predict
 
     latents = denoise(make_predict, pipe.scheduler, tuple(z.shape), steps, strength=strength, init=z, seed=seed,

@@ -12,7 +12,15 @@
   loss's random draws are seeded by step), and refuses a checkpoint written with other
   settings, naming them. Stages keep `out_dir` outside their DVC outputs (DVC deletes those
   before a stage runs): `paths.checkpoints/<stage>-<hash of its settings>/`.
+- **Streamed batches**: a `torch.utils.data.DataLoader` (`cfg.workers` processes) fetches each
+  step's rows from the dataset (e.g. on-disk features, `features.StreamedPairs`), so nothing
+  needs the whole training set in memory.
+- **Gradient accumulation** (`cfg.grad_accumulation`, through accelerate): a process's rows of
+  the global batch are split into that many micro-batches, and each micro-batch takes the
+  random draws its rows would have had in one pass, so accumulating k micro-batches follows
+  the trajectory of one process (as N processes do).
 - Runs under `accelerate launch` (DDP, mixed precision) unchanged; on CPU it is plain PyTorch.
+  `cfg.device` / `cfg.mixed_precision` come from params' `compute:` (`compute.train_settings`).
 """
 from __future__ import annotations
 
@@ -43,7 +51,10 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 200
     log_every: int = 50
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (GPU)
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (params compute.precision)
+    device: str = "auto"  # auto | cpu | cuda (params compute.device)
+    grad_accumulation: int = 1  # micro-batches per optimizer step (same global batch)
+    workers: int = 0  # DataLoader worker processes
     ema: float = 0.0  # > 0: keep an exponential moving average of the weights (diffusers'
     #                   EMAModel, with its 1 - (1 + s) / (10 + s) warm-up); the model ends with it
     eval_every: int = 0  # > 0: call `evaluate(model)` this often (on the EMA weights) into history
@@ -62,6 +73,42 @@ class TensorBatches:
 
     def __getitem__(self, rows):
         return tuple(t[rows] for t in self.tensors)
+
+
+_DEFAULTS = dataclasses.asdict(TrainConfig())  # what a checkpoint written before a field existed ran with
+
+
+class _StepRows(torch.utils.data.Sampler):
+    """The row indices `fit` feeds, step by step from `start`: global batch `step`'s rows
+    (`batch_indices`), this process's share (every `processes`-th from `rank`), cut into
+    `micro` micro-batches (every `micro`-th of those)."""
+
+    def __init__(self, n: int, start: int, cfg: "TrainConfig", rank: int, processes: int):
+        self.n, self.start, self.cfg, self.rank, self.processes = n, start, cfg, rank, processes
+
+    def __len__(self) -> int:
+        return (self.cfg.steps - self.start) * self.cfg.grad_accumulation
+
+    def __iter__(self):
+        micro, stride = self.cfg.grad_accumulation, self.processes * self.cfg.grad_accumulation
+        for step in range(self.start, self.cfg.steps):
+            rows = batch_indices(self.n, step, self.cfg.batch_size, self.cfg.seed)
+            for m in range(micro):
+                yield rows[self.rank + self.processes * m::stride]
+
+
+class _Rows(torch.utils.data.Dataset):
+    """`dataset[rows]` as a map-style dataset whose items are whole micro-batches."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, rows):
+        return self.dataset[rows]
+
+
+def _as_is(batch):
+    return batch
 
 
 def checkpoint_dir(root: str | Path, name: str, *settings) -> Path:
@@ -148,10 +195,17 @@ def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def resumable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a resume needs of a model: its trained parameters and its buffers, not the frozen
+    weights it was built with (NeuroPictor's checkpoint leaves SD-2.1's 866 M-parameter UNet out)."""
+    keep = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
+    return {k: v for k, v in model.state_dict().items() if k in keep}
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, step: int,
                     history: list, cfg: TrainConfig, ema=None) -> None:
     with atomic_dir(path) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file({k: v.contiguous() for k, v in resumable_state(model).items()}, str(tmp / "model.safetensors"))
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         ema_step = None
@@ -167,7 +221,8 @@ def _check_resumable(path: Path, state: dict, cfg: TrainConfig) -> None:
     """A checkpoint resumes only the run that wrote it: same steps, batch, lr, seed, ..."""
     recorded = state.get("config", {})
     wanted = dataclasses.asdict(cfg)
-    differ = [k for k in wanted if k not in ("ckpt_every", "log_every") and recorded.get(k) != wanted[k]]
+    free = ("ckpt_every", "log_every", "workers", "device")  # do not change the trajectory
+    differ = [k for k in wanted if k not in free and recorded.get(k, _DEFAULTS.get(k)) != wanted[k]]
     if differ:
         detail = ", ".join(f"{k}: {recorded.get(k)!r} there, {wanted[k]!r} now" for k in differ)
         raise ValueError(f"The checkpoint {path} was written with other settings ({detail}). Resuming it would "
@@ -180,7 +235,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, cf
         state = json.loads((path / "state.json").read_text())
         if cfg is not None:
             _check_resumable(path, state, cfg)
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        saved = load_file(str(path / "model.safetensors"))
+        _, unexpected = model.load_state_dict(saved, strict=False)
+        lacking = sorted(set(resumable_state(model)) - set(saved))
+        if unexpected or lacking:
+            raise KeyError(f"weights that do not fit: unexpected {unexpected[:3]}, missing {lacking[:3]}")
         optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
                                                        state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
@@ -213,7 +272,13 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
     global _STEP_DRAWS
     from accelerate import Accelerator
 
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"TrainConfig.device is {cfg.device!r}; use auto, cpu or cuda.")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("TrainConfig.device is 'cuda' (params compute.device) but torch sees no GPU; use auto or cpu.")
+    on_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=on_cpu,
+                              gradient_accumulation_steps=cfg.grad_accumulation)
     torch.manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -250,38 +315,51 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
     model, optimizer = accelerator.prepare(model, optimizer)
     if ema is not None:  # its shadow weights follow the model onto the accelerator's device
         ema.to(accelerator.device)
-    n_proc, rank = accelerator.num_processes, accelerator.process_index
-    if cfg.batch_size % n_proc:
-        raise ValueError(f"batch_size {cfg.batch_size} must divide by the {n_proc} processes")
+    n_proc, rank, micro = accelerator.num_processes, accelerator.process_index, cfg.grad_accumulation
+    if cfg.batch_size % (n_proc * micro):
+        raise ValueError(f"batch_size {cfg.batch_size} must divide by the {n_proc} processes x {micro} "
+                         f"accumulated micro-batches")
     n = len(dataset)
+    loader = iter(torch.utils.data.DataLoader(_Rows(dataset), batch_size=None, collate_fn=_as_is,
+                                              sampler=_StepRows(n, start, cfg, rank, n_proc),
+                                              num_workers=cfg.workers))
     model.train()
     bar = tqdm(range(start, cfg.steps), desc=desc, disable=not accelerator.is_main_process,
                initial=start, total=cfg.steps)
     running, running_terms = [], {}
     for step in bar:
         done = step + 1
-        rows = batch_indices(n, step, cfg.batch_size, cfg.seed)[rank::n_proc]
         # the loss's own draws (noise, timesteps, dropped captions) are a function of (seed,
-        # step, process) too, so a resumed run continues exactly as the uninterrupted one
+        # step, process, micro-batch) too, so a resumed run continues exactly as the
+        # uninterrupted one, and micro-batches draw what their rows draw in one pass
         step_seed = (cfg.seed * 1_000_003 + step) * 64
-        torch.manual_seed(step_seed + rank)
-        _STEP_DRAWS = (step_seed, rank, n_proc)  # for BatchDraws: the same in every process
-        batch = dataset[rows]
-        batch = tuple(b.to(accelerator.device) for b in batch) if isinstance(batch, tuple) else batch.to(accelerator.device)
-        with accelerator.autocast():
-            loss = loss_fn(model, batch)
-        loss, terms = loss if isinstance(loss, tuple) else (loss, {})
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if cfg.grad_clip:
-            accelerator.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.step(params)
-        running.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
-        for key, value in terms.items():
-            running_terms.setdefault(key, []).append(float(accelerator.reduce(value.detach(), reduction="mean")))
+        step_loss, step_terms = 0.0, {}
+        for m in range(micro):
+            part = rank + n_proc * m  # this micro-batch's place among the global batch's n_proc x micro shares
+            torch.manual_seed(step_seed + part)
+            _STEP_DRAWS = (step_seed, part, n_proc * micro)  # for BatchDraws: the same in every process
+            batch = next(loader)
+            batch = tuple(b.to(accelerator.device) for b in batch) if isinstance(batch, tuple) else batch.to(accelerator.device)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss = loss_fn(model, batch)
+                loss, terms = loss if isinstance(loss, tuple) else (loss, {})
+                accelerator.backward(loss)  # divided by `micro` there
+                if accelerator.sync_gradients:
+                    if cfg.grad_clip:
+                        accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()  # a no-op until the last micro-batch
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                    if ema is not None:
+                        ema.step(params)
+                optimizer.zero_grad(set_to_none=True)
+            step_loss += float(accelerator.reduce(loss.detach(), reduction="mean")) / micro
+            for key, value in terms.items():
+                step_terms[key] = step_terms.get(key, 0.0) + float(accelerator.reduce(value.detach(), reduction="mean")) / micro
+        running.append(step_loss)
+        for key, value in step_terms.items():
+            running_terms.setdefault(key, []).append(value)
         if done % cfg.log_every == 0 or done == cfg.steps:
             history.append({"step": done, "loss": sum(running) / len(running),
                             **{k: sum(v) / len(v) for k, v in running_terms.items()},

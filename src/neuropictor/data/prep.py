@@ -207,9 +207,17 @@ def prepare_corpus(cfg: Settings, flat: Flatmap, out_root: Path) -> int:
     return len(subs)
 
 
-def _write_stimuli(cfg: Settings, layout: NSDLayout, index: pd.DataFrame, out_root: Path) -> None:
+def _write_stimuli(cfg: Settings, layout: NSDLayout, index: pd.DataFrame, out_root: Path, chunk: int = 512) -> None:
+    """The stimuli of every prepared trial, resized, into stimuli.npy `chunk` images at a
+    time (NSD: 73k images; never all in memory)."""
+    from ..features import NpyRows
+
     ids = np.unique(index.nsd_id.to_numpy())
-    save_npy(out_root / "stimuli.npy", read_stimuli(layout, ids, cfg.prep.image_size))
+    side = cfg.prep.image_size
+    with atomic_path(out_root / "stimuli.npy") as tmp:
+        out = NpyRows(tmp, (len(ids), side, side, 3), "uint8")
+        for start in tqdm(range(0, len(ids), chunk), desc="stimuli", leave=False):
+            out.write(start, read_stimuli(layout, ids[start:start + chunk], side))
     save_npy(out_root / "stimuli_ids.npy", ids)
     info = read_stim_info(layout)
     caps = read_captions(layout, info, ids)
@@ -235,10 +243,13 @@ def prepare(cfg: Settings, out_root: Path | None = None) -> dict:
     layout = NSDLayout(cfg.path("nsd_root"))
     read_expdesign(layout)  # fail early, with a clear message, if the tree is not there
     flat = None
+    n_corpus = 0
     if cfg.prep.surface:
         roi = read_fsaverage_label(layout, cfg.prep.flatmap_roi) > 0
         flat = build_flatmap(roi, cfg.prep.flatmap_size, cfg.prep.flatmap_margin)
         save_npy(out_root / "flatmap_mask.npy", flat.mask)
+        # the corpus first, independently of the subjects: a missing corpus stops in seconds
+        n_corpus = prepare_corpus(cfg, flat, out_root)
     subjects = list(cfg.prep.subjects)
     for stale in out_root.glob("subj0*"):
         if int(stale.name[4:]) not in subjects:
@@ -251,7 +262,6 @@ def prepare(cfg: Settings, out_root: Path | None = None) -> dict:
         tables = [prepare_subject(cfg, s, flat, out_root) for s in tqdm(subjects, desc="subjects")]
     index = pd.concat(tables, ignore_index=True)
     _write_stimuli(cfg, layout, index, out_root)
-    n_corpus = prepare_corpus(cfg, flat, out_root) if flat is not None else 0
     summary = {
         "world": cfg.world, "subjects": subjects, "zscore": cfg.prep.zscore,
         "n_train": {int(s): int(((index.subject == s) & (index.split == "train")).sum()) for s in subjects},
@@ -303,6 +313,14 @@ class Prepared:
 
     def flatmaps(self, subject, split: str) -> np.ndarray:
         return np.load(self._subject_dir(subject) / "flatmaps.npy", mmap_mode="r")[self.rows(subject, split).row.to_numpy()]
+
+    def flatmap_file(self, subject) -> Path:
+        """The subject's flatmaps.npy (rows: `rows(...).row`), for readers that stream it."""
+        return self._subject_dir(subject) / "flatmaps.npy"
+
+    def stimulus_ids(self) -> np.ndarray:
+        """nsd_ids of every prepared stimulus, sorted (the rows of stimuli.npy)."""
+        return np.load(self.root / "stimuli_ids.npy")
 
     def images(self, nsd_ids: np.ndarray) -> np.ndarray:
         ids = np.load(self.root / "stimuli_ids.npy")

@@ -1,7 +1,7 @@
 """What every voxel-based method shares: one subject's data and decoding targets, the
 decoder-fitting loop, the decoded features, and where reconstructions are kept.
 
-    data = subject_data(cfg, prepared, found, subject)      # voxels, stimuli, targets
+    data = subject_data(cfg, prepared, subject)             # voxels, stimuli, targets (from paths.features)
     decoded = takagi.fit_decode(cfg, data)                   # Decoded(z=..., c=...)
     images = draw(found, decoded, cfg)                       # the shared sampler
     save_reconstructions(cfg, "takagi", subject, data.ids_test, images, decoded)
@@ -144,22 +144,18 @@ def load_hvae_of(cfg: Settings):
     return load_hvae(root)
 
 
-def subject_data(cfg: Settings, prepared, found, subject, hvae=None) -> SubjectData:
-    """Voxels and targets of one subject (test rows: the shared images)."""
-    from ..decoding import caption_states, reference_captions
-    from ..models.foundation import image_latents, images_of
+def subject_data(cfg: Settings, prepared, subject, hvae=None) -> SubjectData:
+    """Voxels and targets of one subject (test rows: the shared images). The targets z and c
+    are read from the features stage's arrays (`paths.features`), not recomputed."""
+    from ..features import FeatureStore
+    from ..models.foundation import images_of
 
     train, test = prepared.rows(subject, "train"), prepared.rows(subject, "test")
     ids_train, ids_test = train.nsd_id.to_numpy(), test.nsd_id.to_numpy()
     images_train, images_test = StreamedImages(prepared, ids_train), images_of(prepared, ids_test)
-    vae = found.pipe.vae
-    z_train = torch.cat([image_latents(vae, batch) for batch in images_train])
-    z_test = image_latents(vae, images_test)
-    text = cfg.world != "generic" or (Path(prepared.root) / "captions.json").exists()
-    c_train = c_test = None
-    if text:
-        c_train = caption_states(found.pipe, reference_captions(cfg, prepared, ids_train))
-        c_test = caption_states(found.pipe, reference_captions(cfg, prepared, ids_test))
+    store = FeatureStore(cfg.path("features"))
+    z_train, z_test = store.latents(ids_train), store.latents(ids_test)
+    c_train, c_test = store.states(ids_train), store.states(ids_test)
     try:
         info = prepared.voxel_info(subject)
     except DataError:
@@ -200,11 +196,12 @@ def fit_decoder(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fit: Decoder
                 val_share: float, loss_fn=mse_loss, desc: str = "") -> tuple[nn.Module, dict]:
     """Adam on `loss_fn` for up to `fit.epochs` epochs with early stopping (patience
     `fit.patience`) on a held-out share of the rows; returns the best-validation weights and
-    the learning curve. accelerate places the model (CPU here, a GPU where there is one)."""
-    from accelerate import Accelerator
+    the learning curve. accelerate places the model on params' `compute.device` and runs it
+    at `compute.precision` (`compute.configure`)."""
+    from ..compute import accelerator
 
     torch.manual_seed(seed)
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    acc = accelerator()
     tr, va = validation_rows(len(x), val_share, seed)
     opt = torch.optim.Adam(model.parameters(), lr=fit.lr)
     model, opt = acc.prepare(model, opt)
@@ -221,7 +218,8 @@ def fit_decoder(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fit: Decoder
             if len(rows) < 2:  # BatchNorm needs two rows
                 continue
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model, xt[rows], yt[rows])
+            with acc.autocast():
+                loss = loss_fn(model, xt[rows], yt[rows])
             acc.backward(loss)
             opt.step()
         model.eval()

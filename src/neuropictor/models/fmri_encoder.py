@@ -105,6 +105,7 @@ class FlatmapMAE(nn.Module):
         self.decoder = _blocks(spec.decoder_width, spec.decoder_depth, spec)
         self.decoder_norm = nn.LayerNorm(spec.decoder_width)
         self.decoder_head = nn.Linear(spec.decoder_width, spec.patch ** 2)
+        self.gradient_checkpointing = False  # encode: recompute each layer's activations in backward
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -155,7 +156,14 @@ class FlatmapMAE(nn.Module):
         _check_output(output)
         x = self.patch_embed(self._prepare(maps)).flatten(2).transpose(1, 2) + self.pos_embed
         x = torch.cat([self.guide_token.expand(len(x), -1, -1), x], dim=1)
-        x = self.encoder_norm(self.encoder(x))
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            for layer in self.encoder.layers:
+                x = checkpoint(layer, x, use_reentrant=False)
+        else:
+            x = self.encoder(x)
+        x = self.encoder_norm(x)
         return x if output == "full" else x[:, :1]
 
     def decode(self, guide: torch.Tensor) -> torch.Tensor:

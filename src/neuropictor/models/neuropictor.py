@@ -134,21 +134,22 @@ class LLMN(nn.Module):
     """Low-level manipulation network (Sec. 3.3): feature transformation + a ControlNet copy
     of the UNet encoder. Returns the residuals for the frozen UNet's decoder and middle.
 
-    `map`: "latent" (this world's choice) makes F_0^l the latent's shape and feeds it through
-    a one-step conditioning embedding; "features" (the released code) makes it the UNet's
-    first width (320 x 64 x 64 for SD-2.1) and adds it right after the copy's first input
-    block (conv_in): the copy's image-hint embedding is then unused (an identity)."""
+    `layout` (params `neuropictor.llmn_map`): "latent" (this world's choice) makes F_0^l the
+    latent's shape and feeds it through a one-step conditioning embedding; "features" (the
+    released code) makes it the UNet's first width (320 x 64 x 64 for SD-2.1) and adds it
+    right after the copy's first input block (conv_in): the copy's image-hint embedding is
+    then unused (an identity)."""
 
     def __init__(self, unet, L_r: int, d_r: int, embedding_channels: int | None = None,
-                 hidden_tokens: int | None = None, hidden_dim: int | None = None, map: str = "latent"):
+                 hidden_tokens: int | None = None, hidden_dim: int | None = None, layout: str = "latent"):
         from diffusers import ControlNetModel
 
         super().__init__()
-        if map not in LLMN_MAPS:
-            raise ValueError(f"LLMN map must be one of {LLMN_MAPS}, got {map!r}")
+        if layout not in LLMN_MAPS:
+            raise ValueError(f"LLMN layout (params neuropictor.llmn_map) must be one of {LLMN_MAPS}, got {layout!r}")
         c, side = unet.config.in_channels, unet.config.sample_size
         width = unet.config.block_out_channels[0]
-        if map == "features":
+        if layout == "features":
             self.feature_transform = FeatureMapTransform(L_r, d_r, width, side)
             self.manipulator = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16,),
                                                          conditioning_channels=1)
@@ -200,9 +201,21 @@ class NeuroPictor(nn.Module):
         self.hlgn = HLGN(L_r, d_r, L_T, d_T, hlgn_hidden_tokens or hidden_tokens, use_aux=switches.use_aux,
                          hidden_dim=hidden_dim, layer_norm=hlgn_layer_norm)
         # the LLMN copies the UNet's encoder weights, so build it before anything changes them
-        self.llmn = LLMN(unet, L_r, d_r, map=llmn_map) if switches.use_llmn else None
+        self.llmn = LLMN(unet, L_r, d_r, layout=llmn_map) if switches.use_llmn else None
         self.unet = unet.requires_grad_(False).eval()
         self.register_buffer("empty_states", empty_states.detach().clone())
+
+    def enable_gradient_checkpointing(self) -> "NeuroPictor":
+        """Recompute activations in the backward pass instead of keeping them (params
+        `compute.gradient_checkpointing`): the frozen UNet's and the LLMN's blocks (diffusers'
+        own switch) and the encoder's transformer layers. Same loss and gradients, less
+        memory, more time."""
+        self.unet.enable_gradient_checkpointing()
+        if self.llmn is not None:
+            self.llmn.manipulator.enable_gradient_checkpointing()
+        if hasattr(self.encoder, "gradient_checkpointing"):
+            self.encoder.gradient_checkpointing = True
+        return self
 
     def train(self, mode: bool = True):
         """The frozen parts stay in eval mode whatever `fit` asks."""
