@@ -257,7 +257,9 @@ def test_evaluate_uint8_hwc_equals_float_chw(small_pixels):
     c = evaluate(gtf.numpy(), recf.numpy(), nets)  # float numpy too
     assert list(a) == list(b) == list(c)
     assert len(a) == 8
+    # the same float32 values in another memory layout take other kernels: 1.3e-9 apart on an
+    # AMD EPYC (0 on the Intel machines before); a wrong scale or channel order moves scores by > 1e-2
     for k in a:
-        assert a[k] == pytest.approx(b[k], abs=1e-9), k
-        assert a[k] == pytest.approx(c[k], abs=1e-9), k
+        assert a[k] == pytest.approx(b[k], abs=1e-6), k
+        assert a[k] == pytest.approx(c[k], abs=1e-6), k
     assert a["PixCorr"] < 0.999 and a["SSIM"] < 0.999

@@ -146,7 +146,7 @@ class LLMN(nn.Module):
 
         super().__init__()
         if layout not in LLMN_MAPS:
-            raise ValueError(f"LLMN layout (params neuropictor.llmn_map) must be one of {LLMN_MAPS}, got {layout!r}")
+            raise ValueError(f"LLMN map (params neuropictor.llmn_map) must be one of {LLMN_MAPS}, got {layout!r}")
         c, side = unet.config.in_channels, unet.config.sample_size
         width = unet.config.block_out_channels[0]
         if layout == "features":
