@@ -84,7 +84,7 @@ def write_tree(root: Path, n: int, side: int = 64, flat: int = 64) -> None:
     import numpy as np
     import pandas as pd
 
-    from neuropictor.features import NpyRows
+    from neuropictor.io import NpyRows
 
     prepared = root / "prepared"
     (prepared / "own").mkdir(parents=True)

@@ -151,7 +151,7 @@ def test_features_are_the_encoders_output_by_nsd_id(features):
                                rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(store.states(pick), caption_states(found.pipe, reference_captions(cfg, prep, pick)),
                                rtol=1e-4, atol=1e-5)
-    with pytest.raises(DataError, match="no features"):
+    with pytest.raises(DataError, match="not in .*older than the prepared data"):
         store.latents(np.array([ids.max() + 1]))
 
 

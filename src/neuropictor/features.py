@@ -28,24 +28,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .io import DataError, atomic_dir
+from .io import DataError, NpyRows, atomic_dir, row_positions
 
 FIX = "Run the features stage first (`dvc repro features`, notebook 02b)."
-
-
-class NpyRows:
-    """An .npy file of a known shape filled a block of rows at a time: each write maps the
-    file, copies the block and unmaps it, so the resident memory stays one block."""
-
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype: str):
-        self.path = Path(path)
-        np.lib.format.open_memmap(self.path, mode="w+", dtype=np.dtype(dtype), shape=shape).flush()
-
-    def write(self, start: int, values: np.ndarray) -> None:
-        out = np.load(self.path, mmap_mode="r+")
-        out[start:start + len(values)] = values
-        out.flush()
-        del out
 
 
 def has_captions(cfg, prepared) -> bool:
@@ -118,13 +103,8 @@ class FeatureStore:
         return self.manifest.get("caption_states") is not None
 
     def positions(self, nsd_ids) -> np.ndarray:
-        nsd_ids = np.asarray(nsd_ids)
-        pos = np.searchsorted(self.ids, nsd_ids)
-        bad = (pos >= self.ids.size) | (self.ids[np.minimum(pos, self.ids.size - 1)] != nsd_ids)
-        if bad.any():
-            raise DataError(f"nsd_ids {nsd_ids[bad][:5].tolist()} have no features in {self.root} (computed for "
-                            f"{self.ids.size} stimuli): the folder is older than the prepared data. {FIX}")
-        return pos
+        return row_positions(self.ids, nsd_ids, self.root,
+                             f"The features folder is older than the prepared data. {FIX}")
 
     def _rows(self, name: str, nsd_ids) -> torch.Tensor:
         pos = self.positions(nsd_ids)

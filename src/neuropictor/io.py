@@ -77,6 +77,32 @@ def _check_replaceable(path: Path) -> None:
                         "away yourself.")
 
 
+class NpyRows:
+    """An .npy file of a known shape filled a block of rows at a time: each write maps the
+    file, copies the block and unmaps it, so the resident memory stays one block."""
+
+    def __init__(self, path: str | Path, shape: tuple[int, ...], dtype: str):
+        self.path = Path(path)
+        np.lib.format.open_memmap(self.path, mode="w+", dtype=np.dtype(dtype), shape=shape).flush()
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        out = np.load(self.path, mmap_mode="r+")
+        out[start:start + len(values)] = values
+        out.flush()
+        del out
+
+
+def row_positions(ids: np.ndarray, wanted, where: str | Path, fix: str) -> np.ndarray:
+    """Positions of `wanted` in the sorted id array `ids` (the rows of an array keyed by
+    nsd_id); a clear error naming `where` and the `fix` for any id that is not there."""
+    wanted = np.asarray(wanted)
+    pos = np.searchsorted(ids, wanted)
+    bad = (pos >= ids.size) | (ids[np.minimum(pos, ids.size - 1)] != wanted)
+    if bad.any():
+        raise DataError(f"nsd_ids {wanted[bad][:5].tolist()} are not in {where} (it holds {ids.size} stimuli). {fix}")
+    return pos
+
+
 def save_npy(path: str | Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

@@ -32,7 +32,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..config import Settings
-from ..io import DataError, atomic_path, save_json, save_npy
+from ..io import DataError, NpyRows, atomic_path, row_positions, save_json, save_npy
 from .flatmap import Flatmap, build_flatmap
 from .nsd import (NSDLayout, load_surface_session, load_volume_session, read_captions,
                   read_expdesign, read_fsaverage_label, read_roi, read_stim_info, read_stimuli,
@@ -210,8 +210,6 @@ def prepare_corpus(cfg: Settings, flat: Flatmap, out_root: Path) -> int:
 def _write_stimuli(cfg: Settings, layout: NSDLayout, index: pd.DataFrame, out_root: Path, chunk: int = 512) -> None:
     """The stimuli of every prepared trial, resized, into stimuli.npy `chunk` images at a
     time (NSD: 73k images; never all in memory)."""
-    from ..features import NpyRows
-
     ids = np.unique(index.nsd_id.to_numpy())
     side = cfg.prep.image_size
     with atomic_path(out_root / "stimuli.npy") as tmp:
@@ -312,7 +310,7 @@ class Prepared:
         return pd.read_csv(path, keep_default_na=False)
 
     def flatmaps(self, subject, split: str) -> np.ndarray:
-        return np.load(self._subject_dir(subject) / "flatmaps.npy", mmap_mode="r")[self.rows(subject, split).row.to_numpy()]
+        return np.load(self.flatmap_file(subject), mmap_mode="r")[self.rows(subject, split).row.to_numpy()]
 
     def flatmap_file(self, subject) -> Path:
         """The subject's flatmaps.npy (rows: `rows(...).row`), for readers that stream it."""
@@ -323,10 +321,8 @@ class Prepared:
         return np.load(self.root / "stimuli_ids.npy")
 
     def images(self, nsd_ids: np.ndarray) -> np.ndarray:
-        ids = np.load(self.root / "stimuli_ids.npy")
-        pos = np.searchsorted(ids, nsd_ids)
-        if np.any(pos >= ids.size) or np.any(ids[np.minimum(pos, ids.size - 1)] != nsd_ids):
-            raise DataError(f"Some nsd_ids are not among the prepared stimuli in {self.root}.")
+        pos = row_positions(self.stimulus_ids(), nsd_ids, self.root / "stimuli.npy",
+                            "Re-run data prep (`dvc repro prep`) after changing the world.")
         return np.load(self.root / "stimuli.npy", mmap_mode="r")[pos]
 
     def attributes(self, nsd_ids: np.ndarray) -> pd.DataFrame:
