@@ -50,7 +50,8 @@ import pandas as pd
 from neuropictor.config import notebook_setup
 from neuropictor.data.prep import Prepared
 from neuropictor.io import DataError, save_json
-from neuropictor.methods import comparison_figure, draw, method_subjects, neuraldiffuser, save_reconstructions, subject_data
+from neuropictor.methods import (comparison_figure, method_subjects, neuraldiffuser, r2_score, save_reconstructions,
+                                 subject_data)
 from neuropictor.methods.base import validation_rows
 from neuropictor.models.foundation import images_of, load_world_foundation
 from neuropictor.report import save_figure, write_table
@@ -64,18 +65,16 @@ found = load_world_foundation(cfg)
 networks = neuraldiffuser.study_networks(found)
 subjects = method_subjects(cfg)
 seeds = sorted(set(cfg.methods.seeds) | {cfg.seed})  # the Table 1 row is the run seed's draw
-KEY = ["SSIM", "AlexNet(2)†", "AlexNet(5)†", "CLIP†", "PixCorr", "FID†"]
+KEY = list(neuraldiffuser.STUDY_METRICS)
 
 
 def score(stimuli, images):
-    out = neuraldiffuser.scores(found, networks, stimuli, images)
-    return {k: out[k] for k in KEY if k in out}
+    return neuraldiffuser.study_scores(found, networks, stimuli, images)
 
 
-def guided(decoded, g, kappa, eta=P.eta, seed=cfg.seed):
+def guided(decoded, g, kappa, eta=None, seed=None):
     """Draw `decoded` with the feature guidance towards g (kappa = 0: no guidance)."""
-    guide = neuraldiffuser.feature_guide(found, g, kappa, eta, cfg) if kappa else None
-    return draw(found, decoded, cfg, P.strength, seed=seed, guide=guide)
+    return neuraldiffuser.draw_guided(found, decoded, g, kappa, cfg, eta=eta, seed=seed)
 
 
 # %% [markdown]
@@ -84,11 +83,6 @@ def guided(decoded, g, kappa, eta=P.eta, seed=cfg.seed):
 # numbers, against the test mean).
 
 # %%
-def r2(pred, target):
-    pred, target = pred.flatten(1).double(), target.flatten(1).double()
-    return float(1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum())
-
-
 tower = neuraldiffuser.vision_tower(found)
 data_of, decoded_of, r2_rows = {}, {}, []
 for s in subjects:
@@ -98,8 +92,8 @@ for s in subjects:
         raise DataError("NeuralDiffuser draws with decoded text states; this world has no captions.")
     decoded = decoded_of[s] = neuraldiffuser.fit_decode(cfg, data, found)
     truth = neuraldiffuser.image_features(tower, data.images_test, P.layers)
-    r2_rows.append({"subject": s, "z": r2(decoded.z, data.z_test), "c": r2(decoded.c, data.c_test),
-                    **{f"g block {layer}": r2(g, f) for layer, g, f in zip(P.layers, decoded.extra["g"], truth)}})
+    r2_rows.append({"subject": s, "z": r2_score(decoded.z, data.z_test), "c": r2_score(decoded.c, data.c_test),
+                    **{f"g block {layer}": r2_score(g, f) for layer, g, f in zip(P.layers, decoded.extra["g"], truth)}})
     print(f"subject {s}: decoders fitted ({time.time() - t:.0f} s)")
 r2_table = pd.DataFrame(r2_rows).set_index("subject")
 write_table(r2_table.round(4), cfg.path("tables") / "neuraldiffuser" / "decoding_r2",

@@ -33,7 +33,8 @@ import pandas as pd
 from neuropictor.config import notebook_setup
 from neuropictor.data.prep import Prepared
 from neuropictor.io import save_json
-from neuropictor.methods import comparison_figure, draw, method_subjects, save_reconstructions, subject_data, takagi
+from neuropictor.methods import (comparison_figure, draw, method_subjects, r2_score, save_reconstructions, subject_data,
+                                 takagi)
 from neuropictor.models.foundation import load_world_foundation
 from neuropictor.report import save_figure, write_table
 
@@ -49,11 +50,6 @@ found = load_world_foundation(cfg)
 # the test mean) is printed beside the draw.
 
 # %%
-def r2(pred, target):
-    pred, target = pred.flatten(1).double(), target.flatten(1).double()
-    return float(1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum())
-
-
 record, shown = {}, {}
 for s in method_subjects(cfg):
     t = time.time()
@@ -61,7 +57,8 @@ for s in method_subjects(cfg):
     decoded = takagi.fit_decode(cfg, data, cfg.seed)
     images = draw(found, decoded, cfg, cfg.methods.takagi.strength)
     save_reconstructions(cfg, "takagi", s, data.ids_test, images, decoded.c, decoded.z)
-    record[str(s)] = {"z_r2": r2(decoded.z, data.z_test), "c_r2": r2(decoded.c, data.c_test) if data.text else None}
+    record[str(s)] = {"z_r2": r2_score(decoded.z, data.z_test),
+                      "c_r2": r2_score(decoded.c, data.c_test) if data.text else None}
     shown[s] = (data.images_test, images)
     print(f"subject {s}: R^2 z {record[str(s)]['z_r2']:.3f}, c {record[str(s)]['c_r2'] or float('nan'):.3f} "
           f"({time.time() - t:.0f} s)")

@@ -35,9 +35,9 @@ import pandas as pd
 from neuropictor.config import notebook_setup
 from neuropictor.data.prep import Prepared
 from neuropictor.features import FeatureStore
-from neuropictor.evaluation import score_reconstructions, split_metrics
+from neuropictor.evaluation import metrics_ahead, score_reconstructions, split_metrics
 from neuropictor.io import DataError, save_json
-from neuropictor.methods import ROW_NAMES, comparison_figure, load_reconstructions
+from neuropictor.methods import ROW_NAMES, comparison_figure, load_reconstructions, r2_score
 from neuropictor.models.foundation import images_of, load_world_foundation
 from neuropictor.report import save_figure, write_table
 
@@ -100,17 +100,12 @@ if attr_cols:
 # two-stage GRU) and CS292F's text CNN.
 
 # %%
-def r2(pred, target):
-    pred, target = pred.flatten(1).double(), target.flatten(1).double()
-    return float(1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum())
-
-
 semantic, store = [], FeatureStore(cfg.path("features"))
 for s in subjects:
     truth = store.states(prepared.rows(s, "test").nsd_id.to_numpy())  # the features stage's caption states
     for m in methods:
         if conditions[(m, s)] is not None:
-            semantic.append({"method": ROW_NAMES[m], "subject": s, "R2": r2(conditions[(m, s)], truth)})
+            semantic.append({"method": ROW_NAMES[m], "subject": s, "R2": r2_score(conditions[(m, s)], truth)})
 semantic = pd.DataFrame(semantic).pivot(index="method", columns="subject", values="R2")
 semantic = semantic.loc[[ROW_NAMES[m] for m in methods if ROW_NAMES[m] in semantic.index]]
 semantic["average"] = semantic.mean(1)
@@ -131,16 +126,8 @@ save_figure(fig, FIG / "fig5_reconstructions.png")
 # %%
 avg = average.to_dict(orient="index")
 npx, wo, ridge = avg["NeuroPictor"], avg["NeuroPictor (w/o ft)"], avg[ROW_NAMES["takagi"]]
-lower_is_better = ("EffNet", "SwAV")  # distances; every other metric is higher-is-better
-
-
-def ahead(a, b):
-    """Metrics of the suite on which row `a` beats row `b`."""
-    return [c for c in suite if (a[c] < b[c] if c.startswith(lower_is_better) else a[c] > b[c])]
-
-
-over = {ROW_NAMES[m]: ahead(npx, avg[ROW_NAMES[m]]) for m in cfg.methods.rows}
-over_ridge, over_wo = over[ROW_NAMES["takagi"]], ahead(npx, wo)
+over = {ROW_NAMES[m]: metrics_ahead(npx, avg[ROW_NAMES[m]], suite) for m in cfg.methods.rows}
+over_ridge, over_wo = over[ROW_NAMES["takagi"]], metrics_ahead(npx, wo, suite)
 bars = {
     f"Table 1 has every row ({len(methods)})": len(average) == len(methods),
     f"NeuroPictor ahead of the ridge baseline on >= 6 of {len(suite)} metrics ({len(over_ridge)})": len(over_ridge) >= 6,

@@ -45,7 +45,7 @@ import seaborn as sns
 from neuropictor.config import notebook_setup
 from neuropictor.data.prep import Prepared
 from neuropictor.decoding import build_neuropictor, load_model
-from neuropictor.evaluation import held_out, reconstruct_images, score_reconstructions, split_metrics
+from neuropictor.evaluation import held_out, metrics_ahead, reconstruct_images, score_reconstructions, split_metrics
 from neuropictor.io import DataError, save_json
 from neuropictor.methods import (ROW_NAMES, Decoded, comparison_figure, draw, load_reconstructions, method_subjects,
                                  neuraldiffuser, save_reconstructions, subject_data)
@@ -65,18 +65,17 @@ if not chosen.exists():
 KAPPA = float(json.loads(chosen.read_text())["kappa"])
 print(f"kappa = {KAPPA:g} (chosen by stage neuraldiffuser), eta = {P.eta}, eta grid {list(P.eta_grid)}")
 study = neuraldiffuser.study_networks(found)
-KEY = ["SSIM", "AlexNet(2)†", "AlexNet(5)†", "CLIP†", "PixCorr", "FID†"]
+KEY = list(neuraldiffuser.STUDY_METRICS)
 TABLES = cfg.path("tables") / "guidance"
 
 
 def score(stimuli, images):
-    out = neuraldiffuser.scores(found, study, stimuli, images)
-    return {k: out[k] for k in KEY if k in out}
+    return neuraldiffuser.study_scores(found, study, stimuli, images)
 
 
-def guided(decoded, g, kappa, eta=P.eta):
-    guide = neuraldiffuser.feature_guide(found, g, kappa, eta, cfg) if kappa else None
-    return draw(found, decoded, cfg, P.strength, seed=cfg.seed, guide=guide)
+def guided(decoded, g, kappa, eta=None, seed=None):
+    """Draw `decoded` with the feature guidance towards g (kappa = 0: no guidance)."""
+    return neuraldiffuser.draw_guided(found, decoded, g, kappa, cfg, eta=eta, seed=seed)
 
 
 # %% [markdown]
@@ -169,11 +168,9 @@ average = results.groupby("method", sort=False)[suite].mean()
 write_table(average, TABLES / "table1_guidance",
             f"Table 1's suite with and without NeuralDiffuser's feature guidance (kappa {KAPPA:g}, eta {P.eta}): "
             f"shared test images, average of subjects {subjects}. † = in-world stand-in network.")
-lower_is_better = ("EffNet", "SwAV")
 ahead = {}
 for m in P.guided_rows:
-    a, b = average.loc[f"{ROW_NAMES[m]} + guidance"], average.loc[ROW_NAMES[m]]
-    ahead[ROW_NAMES[m]] = [c for c in suite if (a[c] < b[c] if c.startswith(lower_is_better) else a[c] > b[c])]
+    ahead[ROW_NAMES[m]] = metrics_ahead(average.loc[f"{ROW_NAMES[m]} + guidance"], average.loc[ROW_NAMES[m]], suite)
     print(f"{ROW_NAMES[m]} + guidance ahead of itself on {len(ahead[ROW_NAMES[m]])} of {len(suite)}: "
           f"{', '.join(ahead[ROW_NAMES[m]]) or 'none'}")
 print((TABLES / "table1_guidance.md").read_text())

@@ -263,3 +263,23 @@ def test_evaluate_uint8_hwc_equals_float_chw(small_pixels):
         assert a[k] == pytest.approx(b[k], abs=1e-6), k
         assert a[k] == pytest.approx(c[k], abs=1e-6), k
     assert a["PixCorr"] < 0.999 and a["SSIM"] < 0.999
+
+
+def test_metrics_ahead_reads_distances_as_lower_is_better():
+    from neuropictor.evaluation import metrics_ahead
+
+    suite = ["PixCorr", "CLIP†", "EffNet-B†", "SwAV"]
+    a = {"PixCorr": 0.3, "CLIP†": 0.6, "EffNet-B†": 0.8, "SwAV": 0.5}
+    b = {"PixCorr": 0.2, "CLIP†": 0.7, "EffNet-B†": 0.9, "SwAV": 0.4}
+    assert metrics_ahead(a, b, suite) == ["PixCorr", "EffNet-B†"]
+    assert metrics_ahead(b, a, suite) == ["CLIP†", "SwAV"]
+    assert metrics_ahead(a, a, suite) == []  # a tie is not ahead
+
+
+def test_r2_score_is_one_for_the_truth_and_zero_for_the_mean():
+    from neuropictor.methods import r2_score
+
+    target = torch.randn(20, 3, 4, generator=torch.Generator().manual_seed(0))
+    assert r2_score(target, target) == pytest.approx(1.0)
+    assert r2_score(target.mean(0, keepdim=True).expand_as(target), target) == pytest.approx(0.0, abs=1e-12)
+    assert r2_score(target + 10, target) < 0  # worse than the mean

@@ -35,6 +35,15 @@ def split_metrics(columns) -> tuple[list[str], list[str]]:
     return [c for c in columns if c not in attribute], attribute
 
 
+def metrics_ahead(a, b, suite) -> list[str]:
+    """Metrics of `suite` on which row `a` beats row `b` (mappings metric -> score): higher is
+    better except for the distances (EffNet-B, SwAV), whose columns may carry a † suffix."""
+    from .metrics import LOWER_IS_BETTER
+
+    lower = tuple(LOWER_IS_BETTER)
+    return [c for c in suite if (a[c] < b[c] if c.startswith(lower) else a[c] > b[c])]
+
+
 def sampling_steps(cfg: Settings) -> int:
     """DDIM steps in force: `reconstruction.steps`, or a few in smoke runs."""
     R = cfg.reconstruction

@@ -15,4 +15,5 @@ Notebook 05_neuraldiffuser also redraws every method with the feature guidance
 (`<method>_guided/`, the "+ guidance" rows).
 """
 from .base import (ROW_NAMES, Decoded, SubjectData, comparison_figure, draw, load_hvae_of,  # noqa: F401
-                   load_reconstructions, method_subjects, save_reconstructions, start_latents, subject_data)
+                   load_reconstructions, method_subjects, r2_score, save_reconstructions, start_latents,
+                   subject_data)

@@ -188,6 +188,12 @@ def validation_rows(n: int, share: float, seed: int) -> tuple[np.ndarray, np.nda
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def r2_score(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """R^2 of predictions over all numbers of the targets, against the targets' mean row."""
+    pred, target = pred.flatten(1).double(), target.flatten(1).double()
+    return float(1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum())
+
+
 def mse_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return nn.functional.mse_loss(model(x), y)
 

@@ -109,8 +109,20 @@ def feature_guide(found, g: list[torch.Tensor], kappa: float, eta: float, cfg: S
     return Guide(feature_loss(found.pipe.vae, vision_tower(found), g, P.layers, P.weights), scale=kappa, share=eta)
 
 
+def draw_guided(found, decoded: Decoded, g: list[torch.Tensor], kappa: float, cfg: Settings,
+                eta: float | None = None, seed: int | None = None) -> torch.Tensor:
+    """`decoded` drawn by the shared sampler with the feature guidance towards g at kappa and
+    eta (default `methods.neuraldiffuser.eta`); kappa = 0 is the unguided drawing."""
+    from .base import draw
+
+    P = cfg.methods.neuraldiffuser
+    guide = feature_guide(found, g, kappa, P.eta if eta is None else eta, cfg) if kappa else None
+    return draw(found, decoded, cfg, P.strength, seed=seed, guide=guide)
+
+
 # --------------------------------------------------------------------------- the studies' scores
 GUIDED_METRICS = ("AlexNet(2)", "AlexNet(5)", "CLIP")  # identification scores the studies report
+STUDY_METRICS = ("SSIM", "AlexNet(2)†", "AlexNet(5)†", "CLIP†", "PixCorr", "FID†")  # the columns they print
 
 
 def study_networks(found):
@@ -153,3 +165,9 @@ def scores(found, networks, stimuli: torch.Tensor, images: torch.Tensor) -> dict
                                   for s in range(0, len(x), 64)]).float()
         out["FID†"] = frechet_distance(feats(images), feats(stimuli))
     return out
+
+
+def study_scores(found, networks, stimuli: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
+    """`scores` cut to STUDY_METRICS, in that order (FID† only where the world has Inception†)."""
+    out = scores(found, networks, stimuli, images)
+    return {k: out[k] for k in STUDY_METRICS if k in out}
