@@ -20,6 +20,12 @@
 #
 # Checks: reconstruction correlation (Pearson r over cortex pixels) on corpus subjects held
 # out from training, and on the task flatmaps of the 8 NSD-like subjects (unseen modality).
+# A task map is mostly trial noise (median noise ceiling ~36 %), so its reconstruction is also
+# judged against the map's **reliability**: each shared image's repeats split in two halves
+# (prep's `flatmap_halves.npz`), the split-half r(A, B) says how much of a map repeats, and
+# r(recon(A), B), the encoder's rebuild of one half against the other half, says how much of
+# that repeatable part the guide token carries. The corpus maps are normalised as the task
+# maps are (`prep.corpus_zscore`: per vertex), so what is learnt there is asked for here.
 #
 # Reads: `data/prepared/`. Writes: `data/encoder/`, `metrics/encoder.json`, `figures/encoder/`.
 
@@ -37,7 +43,7 @@ import pandas as pd
 import torch
 
 from neuropictor.config import notebook_setup
-from neuropictor.io import save_json
+from neuropictor.io import DataError, save_json
 from neuropictor.report import flatmap_grid, save_figure
 
 cfg, FIG = notebook_setup(PARAMS_FILE, SMOKE, OVERRIDES, "encoder", show=("seed", "smoke", "encoder"))
@@ -66,7 +72,8 @@ print(f"corpus: {len(people)} subjects, {len(corpus)} maps; training on {len(peo
 
 # %%
 from neuropictor.decoding import encoder_spec, stage_checkpoint
-from neuropictor.models.fmri_encoder import FlatmapMAE, mae_loss, recon_correlation, save_encoder
+from neuropictor.models.fmri_encoder import (FlatmapMAE, mae_loss, recon_correlation, save_encoder,
+                                             split_half_readout, summarise_split_half)
 from neuropictor.compute import train_settings
 from neuropictor.train import TensorBatches, TrainConfig, fit
 
@@ -101,8 +108,27 @@ for s in cfg.prep.subjects:
 rows["task flatmaps (8 subjects, test images)"] = np.concatenate(
     [recon_correlation(task_pred[s], task_target[s], mask) for s in cfg.prep.subjects])
 summary = {k: {"mean_r": float(v.mean()), "median_r": float(np.median(v)), "n": int(v.size)} for k, v in rows.items()}
-result = {"reconstruction": summary, "final_loss": history[-1]["loss"], "minutes": round((time.time() - T0) / 60, 2)}
 print(pd.DataFrame(summary).T.round(3))
+
+# %% [markdown]
+# ## Against the maps' reliability (split halves of the shared images' repeats)
+# `split-half r(A, B)`: how much of a map repeats; `r(recon(A), B)`: how much of that the
+# encoder's rebuild of half A carries; their ratio is the share of the repeatable signal the
+# guide token keeps (1 = all of it; above 1 = the rebuild also removed noise).
+
+# %%
+parts = []
+for s in cfg.prep.subjects:
+    try:
+        _, halves = prepared.flatmap_halves(s)
+    except DataError as err:  # a world without repeats (own scans): nothing to split
+        print(f"subj{s:02d}: no split halves ({err})")
+        continue
+    parts.append(split_half_readout(lambda maps: recon(maps)[0], halves, mask))
+reliability = summarise_split_half(parts)
+print(pd.Series(reliability).round(3))
+result = {"reconstruction": summary, "task reliability": reliability, "final_loss": history[-1]["loss"],
+          "minutes": round((time.time() - T0) / 60, 2)}
 
 # %%
 s0 = cfg.prep.subjects[0]

@@ -134,3 +134,25 @@ def test_load_missing_encoder_names_the_path_and_the_stage(tmp_path):
     with pytest.raises(DataError, match="dvc repro encoder") as err:
         load_encoder(tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in str(err.value)
+
+
+def test_split_half_readout_reads_what_repeats():
+    """A perfect rebuild keeps exactly the split-half correlation; a rebuild that returns a
+    fixed map carries none of it; bad shapes are errors."""
+    from neuropictor.models.fmri_encoder import split_half_readout, summarise_split_half
+
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(20, 1, 8, 8))
+    halves = (signal + rng.normal(size=(20, 2, 8, 8))).astype(np.float32)  # same signal, own noise
+    perfect = split_half_readout(lambda maps: maps, halves)
+    np.testing.assert_allclose(perfect["r(recon(A), A)"], 1.0, atol=1e-6)
+    np.testing.assert_allclose(perfect["r(recon(A), B)"], perfect["split-half r(A, B)"])
+    assert 0.3 < np.median(perfect["split-half r(A, B)"]) < 0.7  # signal and noise of equal size
+    fixed = rng.normal(size=(8, 8)).astype(np.float32)
+    blind = split_half_readout(lambda maps: np.broadcast_to(fixed, maps.shape), halves)
+    assert abs(np.median(blind["r(recon(A), B)"])) < 0.15
+    summary = summarise_split_half([perfect, perfect])
+    assert summary["n"] == 40 and summary["share of the repeatable signal kept"] == pytest.approx(1.0)
+    assert summarise_split_half([]) == {}
+    with pytest.raises(ValueError, match=r"\(n, 2, H, W\)"):
+        split_half_readout(lambda maps: maps, halves[:, :1])

@@ -59,6 +59,8 @@ def test_pipeline_notebooks_smoke(tmp_path):
     enc = json.loads((tmp_path / "metrics" / "encoder.json").read_text())
     assert set(enc["reconstruction"]) == {"corpus, held-out subjects", "task flatmaps (8 subjects, test images)"}
     assert (tmp_path / "encoder" / "model.safetensors").exists()
+    # judged against the task maps' reliability: every subject's split halves were read
+    assert enc["task reliability"]["n"] > 0 and -1 <= enc["task reliability"]["median split-half r(A, B)"] <= 1
 
     run_notebook("notebooks/04_train.py", tmp_path / "reports" / "04p.ipynb",
                  {"PARAMS_FILE": str(params), "STAGE": "pretrain"}, log_output=False)

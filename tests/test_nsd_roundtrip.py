@@ -127,3 +127,47 @@ def test_zscore_none_keeps_session_drift(world, tmp_path):
     assert raw.index.subject.unique().tolist() == [1]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["flatmap_size"] is None
+
+
+def test_repeat_numbers_count_on_across_and_within_sessions():
+    from neuropictor.data.prep import repeat_numbers
+
+    counts = np.array([0, 2, 1])  # trials of each image in earlier sessions
+    rows = np.array([1, 0, 1, 2, 0, 1])  # this session's trials, in order
+    assert repeat_numbers(rows, counts).tolist() == [2, 0, 3, 1, 1, 4]
+
+
+def test_split_halves_recombine_to_the_averaged_flatmaps(prepared):
+    """Half A (even-numbered repeats) and half B (odd) of each shared image weighted by their
+    repeats give back the prepared average; the halves are the image's maps, not noise."""
+    cfg, prep = prepared
+    mask = np.load(prep.root / "flatmap_mask.npy")
+    for subj in (1, 3):  # complete (3 repeats each) and partial (some images seen once: left out)
+        ids, halves = prep.flatmap_halves(subj)
+        test = prep.rows(subj, "test").set_index("nsd_id")
+        assert set(ids) == set(test.index[test.n_repeats >= 2]) and halves.shape[1:] == (2, *mask.shape)
+        n = test.loc[ids, "n_repeats"].to_numpy()
+        n_b = n // 2
+        average = np.load(prep.flatmap_file(subj))[test.loc[ids, "row"].to_numpy()]
+        rebuilt = ((n - n_b)[:, None, None] * halves[:, 0] + n_b[:, None, None] * halves[:, 1]) / n[:, None, None]
+        np.testing.assert_allclose(rebuilt, average, atol=1e-5)
+        assert not np.allclose(halves[:, 0], halves[:, 1])  # two different sets of trials
+
+
+def test_corpus_normalised_like_the_task_maps(prepared):
+    """Per vertex across each participant's maps (`prep.corpus_zscore: vertex`): every cortex
+    pixel of a participant's corpus flatmaps averages ~0, as a task session's maps do."""
+    from neuropictor.data.prep import normalise_corpus
+
+    cfg, prep = prepared
+    assert cfg.prep.corpus_zscore == "vertex"
+    corpus = np.load(prep.root / "corpus_flatmaps.npy")
+    index = pd.read_csv(prep.root / "corpus_index.csv")
+    first = corpus[(index.participant_id == index.participant_id.iloc[0]).to_numpy()]
+    mask = np.load(prep.root / "flatmap_mask.npy")
+    assert np.abs(first.mean(0)[mask]).max() < 0.2 and first[:, mask].std() > 0.3
+    values = np.random.default_rng(0).normal(3.0, 2.0, (5, 40))
+    assert np.allclose(normalise_corpus(values.copy(), "vertex").mean(0), 0, atol=1e-5)
+    assert np.allclose(normalise_corpus(values.copy(), "map").mean(1), 0, atol=1e-5)
+    with pytest.raises(ValueError, match="corpus_zscore"):
+        normalise_corpus(values, "voxel")

@@ -112,6 +112,8 @@ class Prep:
 
     subjects: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
     zscore: str = "session"  # "session" (MindEye2), "train" (Brain-Diffuser), "none"
+    corpus_zscore: str = "vertex"  # resting-state maps: "vertex" (per vertex across a participant's maps,
+    # as task maps per vertex across a session) | "map" (each map across vertices)
     volume_beta_scale: float = 300.0  # int16 NIfTI betas = percent signal change x 300
     surface: bool = True  # also build flatmaps from fsaverage .mgh betas
     flatmap_size: int = 64  # flatmap side in pixels (paper: 256)
@@ -651,6 +653,8 @@ def _validate(s: Settings, path: Path) -> None:
         bad(f"params.world is '{s.world}'; use one of {', '.join(WORLDS)}.")
     if s.prep.zscore not in ZSCORE_MODES:
         bad(f"params.prep.zscore is '{s.prep.zscore}'; use one of {', '.join(ZSCORE_MODES)}.")
+    if s.prep.corpus_zscore not in ("vertex", "map"):
+        bad(f"params.prep.corpus_zscore is '{s.prep.corpus_zscore}'; use vertex or map.")
     unknown = [x for x in s.prep.subjects if x not in range(1, 9)]
     if unknown:
         bad(f"params.prep.subjects has unknown subject(s) {unknown}; NSD subjects are 1-8.")

@@ -10,13 +10,17 @@ Output (paths.prepared):
   index.csv                      one row per (subject, image): row, nsd_id, split, n_repeats
   subjXX/voxels.npy              (n_images, n_voxels) float32, rows as in index.csv
   subjXX/flatmaps.npy            (n_images, size, size) float32
+  subjXX/flatmap_halves.npz      test images seen >= 2 times: nsd_id (n,), halves (n, 2, size, size),
+                                 the means of their even- and odd-numbered repeats (split-half
+                                 reliability of the maps)
   subjXX/voxel_info.csv          one row per voxel column: i, j, k (volume index), visual_roi
                                  (V1/V2/V3/hV4 from prf-visualrois, "" elsewhere), stream (streams)
   stimuli.npy, stimuli_ids.npy   images (n, S, S, 3) uint8 of every nsd_id in index.csv
   captions.json                  nsd_id -> captions
   attributes.csv                 synthetic world only: the true scene attributes
   flatmap_mask.npy               (size, size) bool: pixels on cortex
-  corpus_flatmaps.npy            resting-state corpus as flatmaps (encoder pretraining)
+  corpus_flatmaps.npy            resting-state corpus as flatmaps (encoder pretraining), normalised
+                                 as the task maps are (`prep.corpus_zscore`)
 """
 from __future__ import annotations
 
@@ -141,6 +145,9 @@ def prepare_subject(cfg: Settings, subj: int, flat: Flatmap | None, out_root: Pa
     write_voxel_info(layout, subj, mask, out / "voxel_info.csv")
     vox = Accumulator.create(out / ".voxel_sums.npy", ids.size, (int(mask.sum()),))
     fm = Accumulator.create(out / ".flatmap_sums.npy", ids.size, (flat.size, flat.size)) if flat else None
+    # the shared images' odd-numbered repeats once more, apart: split halves for reliability
+    shared = np.intersect1d(ids, design.sharedix)
+    odd = Accumulator.create(out / ".flatmap_odd_sums.npy", shared.size, (flat.size, flat.size)) if flat else None
     zscore = cfg.prep.zscore == "session"
     n_done = 0
     for session in tqdm(sessions, desc=f"subj{subj:02d}", leave=False):
@@ -155,13 +162,19 @@ def prepare_subject(cfg: Settings, subj: int, flat: Flatmap | None, out_root: Pa
             if surf.shape[0] != n_trials:
                 raise DataError(f"Session {session} of subject {subj}: {n_trials} trials in {path.name} but "
                                 f"{surf.shape[0]} in the .mgh files; they must describe the same trials.")
-            fm.add(rows, flat.project(zscore_rows(surf) if zscore else surf))
+            before = repeat_numbers(rows, fm.counts)
+            maps = flat.project(zscore_rows(surf) if zscore else surf)
+            fm.add(rows, maps)
+            pick = np.flatnonzero(np.isin(trial_ids, shared) & (before % 2 == 1))
+            if pick.size:
+                odd.add(np.searchsorted(shared, trial_ids[pick]), maps[pick])
         n_done += n_trials
 
     keep = np.flatnonzero(vox.counts >= cfg.prep.min_repeats)
     counts = vox.counts[keep]
     vox.finish(keep, out / "voxels.npy")
     if fm is not None:
+        _write_halves(fm, odd, ids, shared, out / "flatmap_halves.npz")
         fm.finish(keep, out / "flatmaps.npy")
     if cfg.prep.zscore == "train":  # Brain-Diffuser: z-score the averaged data with training stats
         _zscore_with_train(out, np.isin(ids[keep], design.sharedix, invert=True))
@@ -172,13 +185,63 @@ def prepare_subject(cfg: Settings, subj: int, flat: Flatmap | None, out_root: Pa
     })
 
 
+def repeat_numbers(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """0-based repeat number of each of a session's trials (`rows`: their images' rows),
+    given `counts`, each image's trials in earlier sessions; repeats within the session count
+    on in trial order."""
+    order = np.argsort(rows, kind="stable")
+    ranked = rows[order]
+    start = np.r_[0, np.flatnonzero(ranked[1:] != ranked[:-1]) + 1]
+    within = np.arange(ranked.size) - np.repeat(start, np.diff(np.r_[start, ranked.size]))
+    out = np.empty(rows.size, np.int64)
+    out[order] = counts[ranked] + within
+    return out
+
+
+def _write_halves(fm: Accumulator, odd: Accumulator, ids: np.ndarray, shared: np.ndarray, out: Path) -> None:
+    """Split halves of the shared images seen at least twice: the mean of their even- and of
+    their odd-numbered repeats (`fm` sums every repeat of `ids`, `odd` the odd-numbered ones
+    of `shared`), written with their nsd_ids; then drops `odd`'s sums."""
+    rows = np.searchsorted(ids, shared)
+    total, n_odd = fm.counts[rows], odd.counts
+    two = np.flatnonzero(total >= 2)
+    halves = np.empty((two.size, 2, *fm.sums.shape[1:]), np.float32)
+    for k, (i, r) in enumerate(zip(two, rows[two])):
+        halves[k, 0] = (fm.sums[r] - odd.sums[i]) / (total[i] - n_odd[i])
+        halves[k, 1] = odd.sums[i] / n_odd[i]
+    del odd.sums
+    odd.path.unlink(missing_ok=True)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, nsd_id=shared[two], halves=halves)
+
+
 def _zscore_with_train(out: Path, train: np.ndarray) -> None:
     for name in ("voxels.npy", "flatmaps.npy"):
         path = out / name
         if path.exists():
             data = np.load(path)
             mean, sd = data[train].mean(0), data[train].std(0)
-            save_npy(path, ((data - mean) / np.where(sd > 0, sd, 1)).astype(np.float32))
+            sd = np.where(sd > 0, sd, 1)
+            save_npy(path, ((data - mean) / sd).astype(np.float32))
+            halves = out / "flatmap_halves.npz"
+            if name == "flatmaps.npy" and halves.exists():  # the split halves on the same scale
+                with np.load(halves) as h:
+                    ids, split = h["nsd_id"], ((h["halves"] - mean) / sd).astype(np.float32)
+                with atomic_path(halves) as tmp, open(tmp, "wb") as f:
+                    np.savez(f, nsd_id=ids, halves=split)
+
+
+def normalise_corpus(values: np.ndarray, how: str) -> np.ndarray:
+    """One participant's resting-state maps (n_maps, n_vertices), normalised: `vertex` z-scores
+    each vertex across the participant's maps, as task maps are z-scored per vertex across a
+    session's trials (so the encoder sees the same kind of map in both); `map` z-scores each
+    map across vertices (keeps the pattern the maps share, which task maps do not have)."""
+    if how == "vertex":
+        return zscore_rows(values)
+    if how == "map":
+        return zscore_rows(values.T).T
+    raise ValueError(f"prep.corpus_zscore is {how!r}; use vertex or map.")
 
 
 def prepare_corpus(cfg: Settings, flat: Flatmap, out_root: Path) -> int:
@@ -200,7 +263,7 @@ def prepare_corpus(cfg: Settings, flat: Flatmap, out_root: Path) -> int:
         values = np.concatenate(parts, 1)
         if not np.isfinite(values).all():
             raise DataError(f"{sub} has NaN/inf values in its resting-state maps.")
-        maps.append(flat.project(zscore_rows(values.T).T))  # z-score each map across vertices
+        maps.append(flat.project(normalise_corpus(values, cfg.prep.corpus_zscore)))
         rows += [{"participant_id": sub.name, "map": k} for k in range(values.shape[0])]
     save_npy(out_root / "corpus_flatmaps.npy", np.concatenate(maps))
     pd.DataFrame(rows).to_csv(out_root / "corpus_index.csv", index=False)
@@ -311,6 +374,16 @@ class Prepared:
 
     def flatmaps(self, subject, split: str) -> np.ndarray:
         return np.load(self.flatmap_file(subject), mmap_mode="r")[self.rows(subject, split).row.to_numpy()]
+
+    def flatmap_halves(self, subject) -> tuple[np.ndarray, np.ndarray]:
+        """(nsd_ids, halves (n, 2, size, size)): the shared images seen at least twice, each as
+        the mean of its even- and of its odd-numbered repeats (split-half reliability)."""
+        path = self._subject_dir(subject) / "flatmap_halves.npz"
+        if not path.exists():
+            raise DataError(f"{path} not found: prep predates split halves, or this world has no repeats "
+                            "(your own scans). Re-run `dvc repro prep` on NSD-layout data.")
+        with np.load(path) as h:
+            return h["nsd_id"], h["halves"]
 
     def flatmap_file(self, subject) -> Path:
         """The subject's flatmaps.npy (rows: `rows(...).row`), for readers that stream it."""

@@ -215,6 +215,34 @@ def recon_correlation(pred, target, mask=None) -> np.ndarray:
     return (x * y).sum(1) / np.sqrt((x * x).sum(1) * (y * y).sum(1))
 
 
+SPLIT_HALF_KEYS = ("split-half r(A, B)", "r(recon(A), B)", "r(recon(A), A)")
+
+
+def split_half_readout(rebuild, halves, mask=None) -> dict[str, np.ndarray]:
+    """How much of a task map's repeatable signal an encoder keeps. `halves` (n, 2, H, W): each
+    image's maps averaged over two disjoint sets of its repeats (A, B); `rebuild(maps) -> maps`.
+    Per map: split-half r(A, B) (what repeats at all), r(rebuild(A), B) (what of it the rebuild
+    of A carries) and r(rebuild(A), A) (the plain reconstruction r), over `mask`'s pixels."""
+    halves = np.asarray(halves, dtype=np.float32)
+    if halves.ndim != 4 or halves.shape[1] != 2:
+        raise ValueError(f"halves must be (n, 2, H, W); got {halves.shape}")
+    a, b = halves[:, 0], halves[:, 1]
+    rebuilt = rebuild(a)
+    return dict(zip(SPLIT_HALF_KEYS, (recon_correlation(a, b, mask), recon_correlation(rebuilt, b, mask),
+                                      recon_correlation(rebuilt, a, mask))))
+
+
+def summarise_split_half(parts: list[dict[str, np.ndarray]]) -> dict:
+    """Medians over every map of `parts` (split_half_readout's, e.g. one per subject), and the
+    share of the repeatable signal kept: median r(recon(A), B) / median split-half r(A, B)."""
+    if not parts:
+        return {}
+    med = {k: float(np.median(np.concatenate([p[k] for p in parts]))) for k in SPLIT_HALF_KEYS}
+    split = med["split-half r(A, B)"]
+    return {**{f"median {k}": v for k, v in med.items()}, "n": int(sum(len(p[SPLIT_HALF_KEYS[0]]) for p in parts)),
+            "share of the repeatable signal kept": med["r(recon(A), B)"] / split if split > 0 else None}
+
+
 def save_encoder(path: str | Path, model: FlatmapMAE, spec: EncoderSpec | None = None) -> None:
     """Write `path/` = model.safetensors (weights, and the validity mask if any) + config.json."""
     if spec is not None and spec != model.spec:
