@@ -4,7 +4,8 @@ across its vertices, the earlier default; `vertex`, each vertex across a partici
 as prep z-scores task maps per vertex across a session), same steps and seed, then read on
 held-out corpus subjects and on the shared test images' task flatmaps, against their
 split-half reliability (models.fmri_encoder.split_half_readout). Needs `dvc repro prep`;
-~6 min on 2 cores.
+~6 min on 2 cores. Measured (default world, seed 0): held-out corpus median r 0.76 (map) /
+0.20 (vertex); task maps 0.017 / 0.100; share of the repeatable signal kept 0.21 / 0.74.
 
     python probes/encoder_normalisation.py [--out probes/results/encoder_normalisation.json]
 """
