@@ -22,7 +22,12 @@
 # S^r -> F_0^l (latent-shaped) -> a trainable copy of the UNet encoder (diffusers ControlNet)
 # whose zero-conv outputs, x alpha, are added to the frozen UNet's middle and decoder blocks.
 # Loss L_dif + lambda L_sem (lambda 0.1); 5 % of F^sem replaced by the empty caption.
-# The Table 2 switches are keys under `neuropictor:` in params.yaml.
+# This world follows the paper's text for L_sem (a squared L2 norm per token, summed over the
+# width, on in both stages: `sem_loss: sum`, `sem_in_pretraining: true`); the released code
+# takes the element-wise mean and has weight 0 in pretraining (`mean`, `false`; params.paper.yaml).
+# The HLGN and E_ft start untrained and learn at the stage's lr x `hlgn_lr_scale` /
+# `transform_lr_scale` (README: "NeuroPictor"). The Table 2 switches are keys under
+# `neuropictor:` in params.yaml.
 #
 # Training runs on `neuropictor.train.fit` (accelerate) with params' `compute:` (device,
 # precision, gradient checkpointing and accumulation; `compute.processes` > 1 launches that many
@@ -148,8 +153,9 @@ print(result)
 
 # %% [markdown]
 # ## The two terms
-# L_dif (Eq. 8) and L_sem (Eq. 3) apart; L_sem is off in multi-subject pretraining (as in
-# the released code) and in the final empty-caption phase it is still on (refining).
+# L_dif (Eq. 8) and L_sem (Eq. 3) apart. L_sem is on in refining, and in multi-subject
+# pretraining where `sem_in_pretraining` (the paper's text; the released code has it off there);
+# in the final empty-caption phase it stays on.
 
 # %%
 if history:

@@ -96,6 +96,7 @@ def main() -> None:
             return row
 
         tc = TrainConfig(steps=args.steps, batch_size=loop.batch_size, lr=loop.lr, seed=cfg.seed,
+                         lr_scales=decoding.lr_scales(model, loop),
                          warmup=min(50, args.steps // 10), ckpt_every=10 ** 9, log_every=100,
                          eval_every=args.eval_every, **train_settings(cfg.compute))
         rows.append(dict(evaluate(model.eval()), step=0, samples=0))  # the untrained start

@@ -11,14 +11,33 @@ from neuropictor.decoding import reference_captions, switches
 from neuropictor.report import format_metric, write_table
 
 
-def test_pretraining_runs_without_the_auxiliary_encoder_and_without_l_sem():
-    """As the released code trains: multi-subject pretraining has no auxiliary encoder and
-    L_sem weight 0; refining has both."""
+def test_pretraining_runs_without_the_auxiliary_encoder_and_l_sem_as_configured():
+    """Multi-subject pretraining has no auxiliary encoder; refining has it. L_sem: on in both
+    stages in this world (the paper's text); weight 0 in pretraining in the paper world (the
+    released code)."""
     cfg = load_params()
     assert not switches(cfg, "pretrain").use_aux and switches(cfg, "refine").use_aux
-    assert switches(cfg, "pretrain").lambda_sem == 0.0 and switches(cfg, "refine").lambda_sem == 0.1
+    assert switches(cfg, "pretrain").lambda_sem == switches(cfg, "refine").lambda_sem == 0.1
+    assert switches(cfg, "refine").sem_loss == "sum"
+    from neuropictor.config import PROJ_ROOT
+
+    paper = load_params(PROJ_ROOT / "params.paper.yaml")
+    assert switches(paper, "pretrain").lambda_sem == 0.0 and switches(paper, "refine").lambda_sem == 0.1
+    assert switches(paper, "refine").sem_loss == "mean"
     off = load_params(overrides={"neuropictor.use_aux": False, "neuropictor.lambda_sem": 0.0})
     assert not switches(off, "refine").use_aux and switches(off, "refine").lambda_sem == 0.0
+
+
+@pytest.mark.parametrize("in_pretraining, reduction", [(True, "sum"), (False, "mean"), (True, "mean")])
+def test_l_sem_follows_the_papers_text_or_the_released_code(in_pretraining, reduction):
+    """sem_in_pretraining puts L_sem in multi-subject pretraining too (the paper's text);
+    sem_loss says how Eq. 3 is reduced over the width, in every stage L_sem is on."""
+    cfg = load_params(overrides={"neuropictor.sem_in_pretraining": in_pretraining, "neuropictor.sem_loss": reduction,
+                                 "neuropictor.lambda_sem": 0.25})
+    pre, ref = switches(cfg, "pretrain"), switches(cfg, "refine")
+    assert pre.lambda_sem == (0.25 if in_pretraining else 0.0) and ref.lambda_sem == 0.25
+    assert pre.sem_loss == ref.sem_loss == reduction
+    assert not pre.use_aux and ref.use_aux  # the auxiliary encoder stays a refining part either way
 
 
 @pytest.mark.parametrize("key, value, hint", [
@@ -26,6 +45,7 @@ def test_pretraining_runs_without_the_auxiliary_encoder_and_without_l_sem():
     ("neuropictor.encoder_output", "guide", "full or cls"),
     ("neuropictor.refine_subjects", [1, 9], "not in prep.subjects"),
     ("neuropictor.use_llnm", False, "use_llmn"),
+    ("neuropictor.sem_loss", "l2", "sum .*or mean"),
 ])
 def test_bad_neuropictor_params_are_named(key, value, hint):
     with pytest.raises(ParamsError, match=hint):

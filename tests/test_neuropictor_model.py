@@ -156,6 +156,12 @@ def test_semantic_loss_weight():
     half = torch.ones(2, L_T, D_T)
     half[..., : D_T // 2] = 0  # half the dims off by 1 -> 0.5 whatever the width
     assert float(model.semantic_loss(half, torch.ones(2, L_T, D_T))) == 0.5
+    # as the paper writes it: the squared L2 norm per token, a sum over the width (D_T times the mean)
+    model.switches = dataclasses.replace(model.switches, sem_loss="sum")
+    assert float(model.semantic_loss(half, torch.ones(2, L_T, D_T))) == D_T / 2
+    model.switches = dataclasses.replace(model.switches, sem_loss="mean")
+    with pytest.raises(ValueError, match="sem_loss"):
+        dataclasses.replace(model.switches, sem_loss="l1")
 
     def loss(m, states):
         torch.manual_seed(5)

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from neuropictor.io import OUTPUT_MARKER
-from neuropictor.train import TrainConfig, batch_indices, fit
+from neuropictor.train import TrainConfig, batch_indices, fit, param_groups
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 from train_neuropictor_ddp import make as make_neuropictor  # noqa: E402
@@ -30,6 +30,27 @@ def test_loss_goes_down_and_batches_are_stateless():
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     assert torch.equal(batch_indices(256, 7, 16, 0), batch_indices(256, 7, 16, 0))
     assert not torch.equal(batch_indices(256, 7, 16, 0), batch_indices(256, 8, 16, 0))
+
+
+def test_lr_scales_give_a_named_part_its_own_learning_rate():
+    """lr_scales {"2.": 10}: the last layer's weights move at 10x the lr, the first layer's
+    at the base lr (one step from the same start: Adam's first step is lr x sign(grad))."""
+    import dataclasses
+
+    model, _ = make()
+    groups = param_groups(model, dataclasses.replace(CFG, lr_scales={"2.": 10}))
+    assert [len(g["params"]) for g in groups] == [2, 2] and groups[1]["lr"] == 10 * CFG.lr
+    assert [len(g["params"]) for g in param_groups(model, CFG)] == [4]  # no scales: one group
+    moved = {}
+    for scales in ({}, {"2.": 10}):
+        model, data = make()
+        start = _weights(model)
+        fit(model, loss_fn, data, dataclasses.replace(CFG, steps=1, warmup=0, lr_scales=scales, grad_clip=0))
+        moved[len(scales)] = {k: float((v - start[k]).abs().max()) for k, v in _weights(model).items()}
+    assert moved[1]["0.weight"] == pytest.approx(moved[0]["0.weight"], rel=1e-5)
+    assert moved[1]["2.weight"] == pytest.approx(10 * moved[0]["2.weight"], rel=1e-3)
+    with pytest.raises(ValueError, match="'hlgn.'.*no trainable parameter"):
+        param_groups(model, dataclasses.replace(CFG, lr_scales={"hlgn.": 10}))
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):

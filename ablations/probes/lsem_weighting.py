@@ -1,70 +1,92 @@
 """Probe: how NeuroPictor's L_sem weighting decides what it decodes at the default budget.
 
-The pipeline follows the released code (L_sem off in multi-subject pretraining, 0.1 x the
-element-wise mean in refining). This probe trains the same stages for one subject with
-L_sem also on in pretraining at weight `--pretrain-lambda` (the paper's text has it
-throughout), refines with `--refine-lambda`, and scores subject `--subject`'s shared test
-images as stage 05 does, next to the pipeline's own refined model. Not part of a pipeline;
-~10 min on 2 cores after `make repro`.
+Trains the pipeline's two stages (multi-subject pretraining, then refining on `--subject`)
+under params overrides (`--set key=value ...`, e.g. the paper's text: L_sem summed over the
+width and on in pretraining too) and scores the subject's shared test images as stage 05
+does, w/o ft and refined, next to the pipeline's own models (`paths.models`, trained under
+params.yaml as it is). Also the semantic readout R^2 of F~txt against the caption states, as
+notebook 07 reads it. Not part of a pipeline; ~10 min on 2 cores after `make repro`.
 
-    .venv/bin/python ablations/probes/lsem_weighting.py --pretrain-lambda 0.1 --refine-lambda 0.1
+    .venv/bin/python ablations/probes/lsem_weighting.py --set neuropictor.sem_loss=sum \\
+        neuropictor.sem_in_pretraining=true
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
+import yaml
 
 import neuropictor.decoding as decoding
 from neuropictor.config import PROJ_ROOT, load_params
 from neuropictor.data.prep import Prepared
 from neuropictor.evaluation import held_out, reconstruct_images, score_reconstructions
+from neuropictor.features import FeatureStore
+from neuropictor.methods import r2_score
 from neuropictor.models.foundation import load_world_foundation
+
+KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CLIP†", "EffNet-B†", "SwAV†",
+        "shape accuracy", "colour accuracy")
+
+
+def overrides_of(pairs: list[str]) -> dict:
+    """["a.b=1", ...] -> {"a.b": 1, ...}, values read as YAML (true, 0.1, [1, 2], sum)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes key=value, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pretrain-lambda", type=float, default=0.1)
-    ap.add_argument("--refine-lambda", type=float, default=0.1)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides of the trained row")
     ap.add_argument("--subject", type=int, default=1)
+    ap.add_argument("--out", default="probes/results/lsem_weighting.json")
     args = ap.parse_args()
-    cfg = load_params(PROJ_ROOT / "params.yaml", {"neuropictor.lambda_sem": args.refine_lambda})
-    released = decoding.switches
-
-    def switches(c, stage):  # the released code's switches, with L_sem in pretraining as asked
-        s = released(c, stage)
-        return replace(s, lambda_sem=args.pretrain_lambda) if stage == "pretrain" else s
-
-    decoding.switches = switches
+    overrides = overrides_of(args.set)
+    base = load_params(PROJ_ROOT / "params.yaml")
+    cfg = load_params(PROJ_ROOT / "params.yaml", overrides)
     prepared = Prepared(cfg.path("prepared"))
     found = load_world_foundation(cfg)
     networks = found.metric_networks()
     mask = np.load(cfg.path("prepared") / "flatmap_mask.npy")
     ids, maps, gt = held_out(prepared, args.subject)
-    synthetic = cfg.world == "synthetic"
+    truth = FeatureStore(cfg.path("features")).states(ids)
     t0 = time.time()
     pre = decoding.build_neuropictor(cfg, found, mask, "pretrain")
-    data = decoding.decoding_data(cfg, prepared, found, list(cfg.prep.subjects), "train")
+    data = decoding.decoding_data(cfg, prepared, list(cfg.prep.subjects), "train")
     decoding.train_neuropictor(pre.train(), data, cfg.neuropictor.pretrain, cfg.seed, None, desc="pretrain")
     model = decoding.build_neuropictor(cfg, found, mask, "refine")
     model.load_trainable(pre.trainable_state_dict(), strict=False)
-    data = decoding.decoding_data(cfg, prepared, found, [args.subject], "train")
+    data = decoding.decoding_data(cfg, prepared, [args.subject], "train")
     decoding.train_neuropictor(model.train(), data, cfg.neuropictor.refine, cfg.seed, None, desc="refine")
     minutes = (time.time() - t0) / 60
-    base = load_params(PROJ_ROOT / "params.yaml")
-    decoding.switches = released
-    pipeline = decoding.load_model(base.path("models") / f"refine_subj{args.subject}",
+    models = base.path("models")
+    pipeline_pre = decoding.load_model(models / "pretrain", decoding.build_neuropictor(base, found, mask, "pretrain"))
+    pipeline = decoding.load_model(models / f"refine_subj{args.subject}",
                                    decoding.build_neuropictor(base, found, mask, "refine"))
-    rows = {f"L_sem {args.pretrain_lambda:g} in pretraining, {args.refine_lambda:g} refining": model.eval(),
-            "pipeline (released code: 0 in pretraining, 0.1 refining)": pipeline.eval()}
-    scores = {name: score_reconstructions(gt, reconstruct_images(m, found, maps, cfg), ids, found, prepared,
-                                          synthetic, networks) for name, m in rows.items()}
-    print(json.dumps({"subject": args.subject, "training_minutes": round(minutes, 1),
-                      "rows": {k: {m: round(v, 4) for m, v in r.items()} for k, r in scores.items()}}, indent=1))
+    label = ", ".join(args.set) or "params.yaml"
+    rows = {f"{label} (w/o ft)": pre, label: model, "pipeline (w/o ft)": pipeline_pre, "pipeline": pipeline}
+    scores = {}
+    for name, m in rows.items():
+        m.eval()
+        with torch.no_grad():
+            _, F_txt, _ = m.conditions(torch.as_tensor(maps))
+        s = score_reconstructions(gt, reconstruct_images(m, found, maps, cfg), ids, found, prepared,
+                                  cfg.world == "synthetic", networks)
+        scores[name] = {"semantic R2": round(r2_score(F_txt, truth), 4), **{k: round(s[k], 4) for k in KEEP}}
+        print(name, json.dumps(scores[name]), flush=True)
+    result = {"subject": args.subject, "overrides": overrides, "training_minutes": round(minutes, 1), "rows": scores}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

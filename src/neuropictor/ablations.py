@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import ParamsError, Settings, load_params, notebook_overrides
-from .decoding import (build_neuropictor, decoding_data, load_model, save_model, stage_checkpoint, train_neuropictor,
-                       training_inputs)
+from .decoding import (build_neuropictor, decoding_data, load_model, save_model, stage_checkpoint, switches,
+                       train_neuropictor, training_inputs)
 
 
 @dataclass(frozen=True)
@@ -60,16 +60,18 @@ def row_settings(params_file: str | Path, overrides: dict, smoke: bool | None, r
     return load_params(params_file, {**notebook_overrides(overrides, smoke), **row.overrides})
 
 
-# The switches each training stage reads (as the DVC stages' params list them)
-# L_sem is off in multi-subject pretraining (the released code), so lambda_sem shapes only refining
+# The switches each training stage reads (as the DVC stages' params list them). Pretraining's
+# L_sem is read from the switches it trains under (`decoding.switches`): off there unless
+# `sem_in_pretraining`, so then lambda_sem shapes only refining
 _PRETRAIN_KEYS = ("encoder_init", "encoder_output", "encoder_trainable", "use_llmn", "empty_rate",
                   "multi_subject_pretraining", "pretrain")
-_REFINE_KEYS = _PRETRAIN_KEYS + ("lambda_sem", "use_aux", "refining", "refine")
+_REFINE_KEYS = _PRETRAIN_KEYS + ("lambda_sem", "sem_loss", "sem_in_pretraining", "use_aux", "refining", "refine")
 
 
 def _switches(cfg: Settings, keys) -> tuple:
     n = asdict(cfg.neuropictor)
-    return tuple(repr(n[k]) for k in keys)
+    pretrain = switches(cfg, "pretrain")
+    return tuple(repr(n[k]) for k in keys) + (pretrain.lambda_sem, pretrain.sem_loss if pretrain.lambda_sem else None)
 
 
 def train_row(row: Row, cfg: Settings, base: Settings, found, prepared, mask: np.ndarray, subject: int,

@@ -242,6 +242,8 @@ class Loop:
     batch_size: int = 32
     lr: float = 3e-4
     mask_steps: int = 100  # then the released code's "mask" phase: lr / 10, empty captions at empty_rate
+    hlgn_lr_scale: float = 1.0  # the HLGN's lr = lr x this (1: one lr for everything, as the released code)
+    transform_lr_scale: float = 1.0  # the LLMN's feature transformation E_ft: lr x this
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,8 @@ class NeuroPictorParams:
     use_llmn: bool = True  # false: "w/o LLMN"
     use_aux: bool = True  # false: "w/o Au. Enc." (always off in multi-subject pretraining)
     lambda_sem: float = 0.1  # Eq. 9; 0: "w/o L_sem"
+    sem_loss: str = "sum"  # Eq. 3 over the width: sum (the paper's text) | mean (the released code)
+    sem_in_pretraining: bool = True  # L_sem in multi-subject pretraining too (paper's text) | refining only (code)
     empty_rate: float = 0.05  # share of F^sem replaced by the empty caption (CFG)
     multi_subject_pretraining: bool = True  # false: refine from scratch on one subject
     refining: bool = True  # false: evaluate the pretrained model ("w/o ft")
@@ -261,8 +265,10 @@ class NeuroPictorParams:
     hlgn_hidden_tokens: int | None = None  # HLGN's middle token count; null = (L_r + L_T) // 2
     hlgn_layer_norm: bool = False  # LayerNorm closing each HLGN branch, aux zero conv kernel 3
     llmn_map: str = "latent"  # F_0^l at the latent's shape (latent) | the UNet's first width (features)
-    pretrain: Loop = field(default_factory=lambda: Loop(steps=800, batch_size=32, lr=1e-3, mask_steps=160))
-    refine: Loop = field(default_factory=lambda: Loop(steps=240, batch_size=32, lr=3e-4, mask_steps=48))
+    pretrain: Loop = field(default_factory=lambda: Loop(steps=800, batch_size=32, lr=1e-3, mask_steps=160,
+                                                        hlgn_lr_scale=10.0))
+    refine: Loop = field(default_factory=lambda: Loop(steps=240, batch_size=32, lr=3e-4, mask_steps=48,
+                                                      hlgn_lr_scale=10.0))
     refine_subjects: tuple[int, ...] = (1, 2, 5, 7)
 
 
@@ -553,6 +559,7 @@ _SHARE = (lambda v: 0 <= v <= 1, "between 0 and 1")
 RANGES: tuple[tuple[str, tuple], ...] = (
     ("seed", _NON_NEGATIVE), ("*.seed", _NON_NEGATIVE),
     ("*.steps", _AT_LEAST_1), ("*.mask_steps", _NON_NEGATIVE), ("*.batch_size", _AT_LEAST_1), ("*.lr", _POSITIVE),
+    ("*.hlgn_lr_scale", _POSITIVE), ("*.transform_lr_scale", _POSITIVE),
     ("*.width", _AT_LEAST_1), ("*.*_width", _AT_LEAST_1), ("*.heads", _AT_LEAST_1), ("*.layers", _AT_LEAST_1),
     ("*.depth", _AT_LEAST_1), ("*.*_depth", _AT_LEAST_1), ("*.patch", _AT_LEAST_1), ("*.z_dim", _AT_LEAST_1),
     ("*.embed_dim", _AT_LEAST_1), ("*.max_length", _AT_LEAST_1), ("*.latent_channels", _AT_LEAST_1),
@@ -674,6 +681,9 @@ def _validate(s: Settings, path: Path) -> None:
         bad(f"params.neuropictor.llmn_map is '{s.neuropictor.llmn_map}'; use latent or features.")
     if s.neuropictor.hlgn_hidden_tokens is not None and s.neuropictor.hlgn_hidden_tokens < 1:
         bad(f"params.neuropictor.hlgn_hidden_tokens is {s.neuropictor.hlgn_hidden_tokens}; use a positive count or null.")
+    if s.neuropictor.sem_loss not in ("sum", "mean"):
+        bad(f"params.neuropictor.sem_loss is '{s.neuropictor.sem_loss}'; use sum (the paper's text) or mean "
+            f"(the released code).")
     if s.neuropictor.encoder_output not in ("full", "cls"):
         bad(f"params.neuropictor.encoder_output is '{s.neuropictor.encoder_output}'; use full or cls.")
     missing = [x for x in s.neuropictor.refine_subjects if x not in s.prep.subjects]

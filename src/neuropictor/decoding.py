@@ -64,13 +64,15 @@ def decoding_data(cfg: Settings, prepared, subjects, split: str):
 
 # --------------------------------------------------------------------------- model
 def switches(cfg: Settings, stage: str) -> ModelSwitches:
-    """The model switches of a stage, as the released code trains: multi-subject pretraining
-    runs without the auxiliary encoder (Sec. 3.4) and without L_sem (weight 0 there; the
-    paper's text has L_sem throughout); refining uses `neuropictor.use_aux` and `lambda_sem`."""
+    """The model switches of a stage. Multi-subject pretraining runs without the auxiliary
+    encoder (Sec. 3.4); L_sem (`lambda_sem`, reduced over the width as `sem_loss` says) is on
+    in refining, and in pretraining only where `sem_in_pretraining` (the paper's text has it
+    throughout; the released code has weight 0 there)."""
     n = cfg.neuropictor
     pretrain = stage == "pretrain"
+    lam = n.lambda_sem if (n.sem_in_pretraining or not pretrain) else 0.0
     return ModelSwitches(encoder_output=n.encoder_output, encoder_trainable=n.encoder_trainable, use_llmn=n.use_llmn,
-                         use_aux=n.use_aux and not pretrain, lambda_sem=0.0 if pretrain else n.lambda_sem,
+                         use_aux=n.use_aux and not pretrain, lambda_sem=lam, sem_loss=n.sem_loss,
                          empty_rate=n.empty_rate)
 
 
@@ -118,6 +120,16 @@ def training_inputs(cfg: Settings, *extra: Path) -> list[Path]:
     return [cfg.path("prepared"), cfg.path("features") / "manifest.json", cfg.path("encoder"), *found, *extra]
 
 
+def lr_scales(model: NeuroPictor, loop: Loop) -> dict[str, float]:
+    """The stage's lr multipliers by parameter-name prefix (`train.TrainConfig.lr_scales`): the
+    HLGN and the LLMN's feature transformation, the parts that start untrained, may learn
+    faster than the pretrained encoder and the ControlNet copy (1 = one lr, as released)."""
+    scales = {"hlgn.": loop.hlgn_lr_scale}
+    if getattr(model, "llmn", None) is not None:
+        scales["llmn.feature_transform."] = loop.transform_lr_scale
+    return {k: v for k, v in scales.items() if v != 1}
+
+
 def train_neuropictor(model: NeuroPictor, data, loop: Loop, seed: int, checkpoints: Path | None,
                       desc: str, smoke_steps: int | None = None, compute=None) -> list[dict]:
     """Train through `train.fit` in the released code's two phases: `loop.steps` with every
@@ -148,7 +160,8 @@ def train_neuropictor(model: NeuroPictor, data, loop: Loop, seed: int, checkpoin
         if steps <= 0:
             continue
         model.switches = dataclasses.replace(model.switches, empty_rate=empty_rate)
-        tc = TrainConfig(steps=steps, batch_size=loop.batch_size, lr=lr, seed=seed + (phase == "mask"),
+        scales = lr_scales(model, loop)
+        tc = TrainConfig(steps=steps, batch_size=loop.batch_size, lr=lr, lr_scales=scales, seed=seed + (phase == "mask"),
                          warmup=min(50, steps // 10), ckpt_every=100, log_every=min(25, steps),
                          **train_settings(compute))
         part = fit(model, neuropictor_loss, data, tc, None if checkpoints is None else Path(checkpoints) / phase,

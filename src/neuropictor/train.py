@@ -45,6 +45,9 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 16  # global batch (split across processes)
     lr: float = 1e-3
+    # parameter-name prefix -> lr multiplier (e.g. {"hlgn.": 10}: a new head learns faster than the
+    # pretrained trunk); every other parameter at `lr`
+    lr_scales: dict = dataclasses.field(default_factory=dict)
     weight_decay: float = 0.0
     warmup: int = 50  # linear warm-up steps, then cosine decay to 0
     grad_clip: float = 1.0
@@ -253,6 +256,24 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, cf
     return state["step"], state["history"]
 
 
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """The optimizer's parameter groups: the trainable parameters at `cfg.lr`, those whose
+    name starts with a prefix of `cfg.lr_scales` at `cfg.lr` times its multiplier (the
+    scheduler scales every group alike). A prefix that names no trainable parameter is an
+    error (a typo would silently train at the base lr)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups, taken = [], set()
+    for prefix, scale in cfg.lr_scales.items():
+        chosen = [p for n, p in named if n.startswith(prefix) and n not in taken]
+        if not chosen:
+            raise ValueError(f"TrainConfig.lr_scales names {prefix!r}, but no trainable parameter's name starts "
+                             f"with it (they start with {sorted({n.split('.')[0] for n, _ in named})}).")
+        taken.update(n for n, _ in named if n.startswith(prefix))
+        groups.append({"params": chosen, "lr": cfg.lr * float(scale)})
+    rest = [p for n, p in named if n not in taken]
+    return ([{"params": rest}] if rest else []) + groups
+
+
 # ---------------------------------------------------------------- the loop
 def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
         out_dir: str | Path | None = None, desc: str = "train",
@@ -281,7 +302,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, dataset, cfg: TrainConfig,
                               gradient_accumulation_steps=cfg.grad_accumulation)
     torch.manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     ema = None
     if cfg.ema:

@@ -28,6 +28,9 @@ from ..train import BatchDraws
 from .foundation import diffusion_target
 
 
+SEM_LOSSES = ("sum", "mean")
+
+
 @dataclass(frozen=True)
 class ModelSwitches:
     """The ablation switches of Table 2 (and the loss weights of Sec. 3.4)."""
@@ -36,6 +39,7 @@ class ModelSwitches:
     use_llmn: bool = True  # False = "w/o LLMN": semantics only
     use_aux: bool = True  # False = "w/o auxiliary encoder" (and multi-subject pretraining)
     lambda_sem: float = 0.1  # Eq. 9; 0 = "w/o L_sem"
+    sem_loss: str = "mean"  # Eq. 3 reduced over the width d_T: "sum" (the paper's text) | "mean" (the released code)
     empty_rate: float = 0.05  # share of F^sem replaced by the empty caption (for CFG)
 
     def __post_init__(self):
@@ -43,6 +47,8 @@ class ModelSwitches:
             raise ValueError(f"encoder_output must be 'full' or 'cls', got {self.encoder_output!r}")
         if self.lambda_sem < 0:
             raise ValueError(f"lambda_sem must be >= 0, got {self.lambda_sem}")
+        if self.sem_loss not in SEM_LOSSES:
+            raise ValueError(f"sem_loss must be one of {SEM_LOSSES}, got {self.sem_loss!r}")
         if not 0 <= self.empty_rate < 1:
             raise ValueError(f"empty_rate must be in [0, 1), got {self.empty_rate}")
 
@@ -246,10 +252,12 @@ class NeuroPictor(nn.Module):
 
     # ------------------------------------------------------------------ training
     def semantic_loss(self, F_txt: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
-        """Eq. 3 as the released code computes it: the element-wise mean squared error (the
-        paper writes a squared L2 norm per token, i.e. a sum over the width, which would make
-        lambda d_T times larger; the code's mean produced Table 1)."""
-        return F.mse_loss(F_txt, text_states.to(F_txt))
+        """Eq. 3. `switches.sem_loss` "sum": as the paper writes it, the squared L2 norm of
+        each token's error (a sum over the width d_T), averaged over tokens and samples;
+        "mean": as the released code computes it, the element-wise mean squared error, i.e.
+        the same loss divided by d_T (lambda effectively d_T times smaller)."""
+        err = (F_txt - text_states.to(F_txt)).pow(2)
+        return err.sum(-1).mean() if self.switches.sem_loss == "sum" else err.mean()
 
     def forward(self, maps: torch.Tensor, z0: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
         """L = L_dif + lambda * L_sem (Eq. 8-9) on one batch: maps, latents z0 (n, c, h, w)
