@@ -9,7 +9,7 @@ from float images, not the 8-bit PNG copies: differences of 0.1 point). The pipe
 run (params' seed, read from `tables/table1_per_subject.csv` and `metrics/table1.json`) is
 the other seed. Prints, per seed, the 4-subject averages and the issue's counts (ahead of
 the ridge, refined ahead of w/o ft), and the spread (max - min over seeds) per metric.
-~16 min per seed on 2 cores after `make repro`.
+~13 min per seed on 2 cores after `make repro`.
 
     python probes/neuropictor_seeds.py --seeds 1
 """
