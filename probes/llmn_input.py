@@ -17,15 +17,13 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 import neuropictor.decoding as decoding
 from neuropictor.config import load_params
-from neuropictor.data.prep import Prepared
-from neuropictor.evaluation import held_out, reconstruct_images, score_reconstructions
-from neuropictor.models.foundation import load_world_foundation
+from neuropictor.evaluation import reconstruct_images, score_reconstructions
+from common import probe_world  # probes/common.py (this folder is on sys.path when run as a script)
 
 KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "CLIP†", "EffNet-B†", "shape accuracy", "colour accuracy")
 
@@ -55,10 +53,7 @@ def main() -> None:
     ap.add_argument("--out", default="probes/results/llmn_input.json")
     args = ap.parse_args()
     cfg = load_params()
-    prepared, found = Prepared(cfg.path("prepared")), load_world_foundation(cfg)
-    networks = found.metric_networks()
-    mask = np.load(cfg.path("prepared") / "flatmap_mask.npy")
-    ids, maps, gt = held_out(prepared, args.subject)
+    prepared, found, networks, mask, ids, maps, gt = probe_world(cfg, args.subject)
     pre = with_standardised_input(decoding.build_neuropictor(cfg, found, mask, "pretrain"))
     decoding.train_neuropictor(pre.train(), decoding.decoding_data(cfg, prepared, list(cfg.prep.subjects), "train"),
                                cfg.neuropictor.pretrain, cfg.seed, None, desc="pretrain")

@@ -22,21 +22,20 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from neuropictor import decoding
 from neuropictor.compute import train_settings
 from neuropictor.config import load_params
-from neuropictor.data.prep import Prepared
-from neuropictor.evaluation import held_out, reconstruct_images, score_reconstructions
+from neuropictor.evaluation import reconstruct_images, score_reconstructions
 from neuropictor.features import FeatureStore
 from neuropictor.methods import r2_score
-from neuropictor.models.foundation import load_world_foundation
 from neuropictor.models.neuropictor import neuropictor_loss
 from neuropictor import train as train_module
 from neuropictor.train import TrainConfig, fit
+
+from common import probe_world  # probes/common.py (this folder is on sys.path when run as a script)
 
 METRICS = ("PixCorr", "SSIM", "CLIP†")
 
@@ -69,10 +68,7 @@ def main() -> None:
     ap.add_argument("--figure", default="figures/training/learning_curve.png")
     args = ap.parse_args()
     cfg = load_params()
-    prepared, found = Prepared(cfg.path("prepared")), load_world_foundation(cfg)
-    networks = found.metric_networks()
-    mask = np.load(cfg.path("prepared") / "flatmap_mask.npy")
-    ids, maps, gt = held_out(prepared, args.subject)
+    prepared, found, networks, mask, ids, maps, gt = probe_world(cfg, args.subject)
     ids, maps, gt = ids[:args.images], maps[:args.images], gt[:args.images]
     truth = FeatureStore(cfg.path("features")).states(ids)
     train = decoding.decoding_data(cfg, prepared, list(cfg.prep.subjects), "train")
