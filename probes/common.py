@@ -1,30 +1,59 @@
-"""What the probes in this folder share: the trained world one subject's test scans are read from."""
+"""What the probes in this folder share: the trained world they read, and NeuroPictor's two
+training stages run as the pipeline runs them (without its checkpoints or saved models)."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
+from neuropictor import decoding
 from neuropictor.config import Settings
 from neuropictor.data.prep import Prepared
 from neuropictor.evaluation import held_out
 from neuropictor.models.foundation import load_world_foundation
 
 
-class ProbeWorld(NamedTuple):
+class World(NamedTuple):
     prepared: Prepared
     found: object  # the world's foundation (`load_world_foundation`)
     networks: object  # its metric networks
     mask: np.ndarray  # the flatmap mask
-    ids: np.ndarray  # the subject's shared test images
+
+
+class ProbeWorld(NamedTuple):
+    prepared: Prepared
+    found: object
+    networks: object
+    mask: np.ndarray
+    ids: np.ndarray  # one subject's shared test images
     maps: np.ndarray  # their flatmaps
     gt: object  # the stimuli (n, 3, H, W)
 
 
-def probe_world(cfg: Settings, subject: int) -> ProbeWorld:
-    """Prepared data, foundation, metric networks, flatmap mask and `subject`'s test split,
-    as `make repro` left them."""
+def load_world(cfg: Settings) -> World:
+    """Prepared data, foundation, metric networks and flatmap mask, as `make repro` left them."""
     prepared, found = Prepared(cfg.path("prepared")), load_world_foundation(cfg)
-    ids, maps, gt = held_out(prepared, subject)
-    return ProbeWorld(prepared, found, found.metric_networks(), np.load(cfg.path("prepared") / "flatmap_mask.npy"),
-                      ids, maps, gt)
+    return World(prepared, found, found.metric_networks(), np.load(cfg.path("prepared") / "flatmap_mask.npy"))
+
+
+def probe_world(cfg: Settings, subject: int) -> ProbeWorld:
+    """`load_world` and `subject`'s test split."""
+    world = load_world(cfg)
+    return ProbeWorld(*world, *held_out(world.prepared, subject))
+
+
+def pretrain(cfg: Settings, world, wrap: Callable = lambda m: m, desc: str = "pretrain"):
+    """Multi-subject pretraining as stage 04 runs it; `wrap` may change the fresh model first."""
+    model = wrap(decoding.build_neuropictor(cfg, world.found, world.mask, "pretrain"))
+    data = decoding.decoding_data(cfg, world.prepared, list(cfg.prep.subjects), "train")
+    decoding.train_neuropictor(model.train(), data, cfg.neuropictor.pretrain, cfg.seed, None, desc=desc)
+    return model.eval()
+
+
+def refine(cfg: Settings, world, pretrained, subject: int, wrap: Callable = lambda m: m, desc: str = "refine"):
+    """Refining on `subject` from `pretrained` (its auxiliary encoder, absent there, starts at 0)."""
+    model = wrap(decoding.build_neuropictor(cfg, world.found, world.mask, "refine"))
+    model.load_trainable(pretrained.trainable_state_dict(), strict=False)
+    data = decoding.decoding_data(cfg, world.prepared, [subject], "train")
+    decoding.train_neuropictor(model.train(), data, cfg.neuropictor.refine, cfg.seed, None, desc=desc)
+    return model.eval()

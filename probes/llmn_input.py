@@ -23,7 +23,7 @@ from torch import nn
 import neuropictor.decoding as decoding
 from neuropictor.config import load_params
 from neuropictor.evaluation import reconstruct_images, score_reconstructions
-from common import probe_world  # probes/common.py (this folder is on sys.path when run as a script)
+from common import pretrain, probe_world, refine  # probes/common.py (this folder is on sys.path when run as a script)
 
 KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "CLIP†", "EffNet-B†", "shape accuracy", "colour accuracy")
 
@@ -53,14 +53,10 @@ def main() -> None:
     ap.add_argument("--out", default="probes/results/llmn_input.json")
     args = ap.parse_args()
     cfg = load_params()
-    prepared, found, networks, mask, ids, maps, gt = probe_world(cfg, args.subject)
-    pre = with_standardised_input(decoding.build_neuropictor(cfg, found, mask, "pretrain"))
-    decoding.train_neuropictor(pre.train(), decoding.decoding_data(cfg, prepared, list(cfg.prep.subjects), "train"),
-                               cfg.neuropictor.pretrain, cfg.seed, None, desc="pretrain")
-    model = with_standardised_input(decoding.build_neuropictor(cfg, found, mask, "refine"))
-    model.load_trainable(pre.trainable_state_dict(), strict=False)
-    decoding.train_neuropictor(model.train(), decoding.decoding_data(cfg, prepared, [args.subject], "train"),
-                               cfg.neuropictor.refine, cfg.seed, None, desc="refine")
+    world = probe_world(cfg, args.subject)
+    prepared, found, networks, mask, ids, maps, gt = world
+    pre = pretrain(cfg, world, with_standardised_input)
+    model = refine(cfg, world, pre, args.subject, with_standardised_input)
     pipeline = decoding.load_model(cfg.path("models") / f"refine_subj{args.subject}",
                                    decoding.build_neuropictor(cfg, found, mask, "refine"))
     out = {}

@@ -20,41 +20,26 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from neuropictor import decoding
 from neuropictor.config import load_params
-from neuropictor.data.prep import Prepared
-from neuropictor.evaluation import held_out, metrics_ahead, reconstruct_images, score_reconstructions
-from neuropictor.metrics import METRICS
-from neuropictor.models.foundation import load_world_foundation
+from neuropictor.evaluation import held_out, metrics_ahead, reconstruct_images, score_reconstructions, split_metrics
+
+from common import load_world, pretrain, refine  # probes/common.py (this folder is on sys.path when run as a script)
 
 RIDGE, NP, WO_FT = "Takagi & Nishimoto (ridge)", "NeuroPictor", "NeuroPictor (w/o ft)"
 
 
-def suite(cfg) -> list[str]:
-    return [f"{m}†" if m not in ("PixCorr", "SSIM") and cfg.world == "synthetic" else m for m in METRICS]
-
-
-def train_and_score(cfg, found, prepared, mask, networks) -> dict[str, pd.DataFrame]:
+def train_and_score(cfg, world) -> dict[str, pd.DataFrame]:
     """One seed: pretrain, refine each subject; per-subject scores of w/o ft and refined."""
-    pre = decoding.build_neuropictor(cfg, found, mask, "pretrain")
-    data = decoding.decoding_data(cfg, prepared, list(cfg.prep.subjects), "train")
-    decoding.train_neuropictor(pre.train(), data, cfg.neuropictor.pretrain, cfg.seed, None,
-                               desc=f"seed {cfg.seed} pretrain")
-    pre.eval()
+    pre = pretrain(cfg, world, desc=f"seed {cfg.seed} pretrain")
     rows = {WO_FT: [], NP: []}
     for subject in cfg.neuropictor.refine_subjects:
-        model = decoding.build_neuropictor(cfg, found, mask, "refine")
-        model.load_trainable(pre.trainable_state_dict(), strict=False)
-        data = decoding.decoding_data(cfg, prepared, [subject], "train")
-        decoding.train_neuropictor(model.train(), data, cfg.neuropictor.refine, cfg.seed, None,
-                                   desc=f"seed {cfg.seed} refine {subject}")
-        ids, maps, gt = held_out(prepared, subject)
-        for name, m in ((WO_FT, pre), (NP, model.eval())):
-            s = score_reconstructions(gt, reconstruct_images(m, found, maps, cfg), ids, found, prepared,
-                                      cfg.world == "synthetic", networks)
+        model = refine(cfg, world, pre, subject, desc=f"seed {cfg.seed} refine {subject}")
+        ids, maps, gt = held_out(world.prepared, subject)
+        for name, m in ((WO_FT, pre), (NP, model)):
+            s = score_reconstructions(gt, reconstruct_images(m, world.found, maps, cfg), ids, world.found,
+                                      world.prepared, cfg.world == "synthetic", world.networks)
             rows[name].append(dict(s, subject=subject))
             print(f"seed {cfg.seed} subject {subject} {name}: CLIP† {s.get('CLIP†', float('nan')):.3f}", flush=True)
     return {k: pd.DataFrame(v).set_index("subject") for k, v in rows.items()}
@@ -66,22 +51,18 @@ def main() -> None:
     ap.add_argument("--out", default="probes/results/neuropictor_seeds.json")
     args = ap.parse_args()
     base = load_params()
-    cols = suite(base)
+    table1 = json.loads((base.path("metrics") / "table1.json").read_text())["average"]
+    cols, attributes = split_metrics(table1[NP])[0], ["shape accuracy", "colour accuracy"]
     per_subject = pd.read_csv(base.path("tables") / "table1_per_subject.csv")
     subjects = list(base.neuropictor.refine_subjects)
     ridge = per_subject[per_subject.method == RIDGE].set_index("subject").loc[subjects, cols].mean()
-    table1 = json.loads((base.path("metrics") / "table1.json").read_text())["average"]
-    attributes = ["shape accuracy", "colour accuracy"]
     averages = {base.seed: {NP: pd.Series(table1[NP])[cols + attributes],
                             WO_FT: pd.Series(table1[WO_FT])[cols + attributes]}}
-    prepared = Prepared(base.path("prepared"))
-    found = load_world_foundation(base)
-    networks = found.metric_networks()
-    mask = np.load(base.path("prepared") / "flatmap_mask.npy")
+    world = load_world(base)
     t0 = time.time()
     for seed in args.seeds:
         cfg = load_params(overrides={"seed": seed})
-        scores = train_and_score(cfg, found, prepared, mask, networks)
+        scores = train_and_score(cfg, world)
         averages[seed] = {k: v[cols + attributes].mean() for k, v in scores.items()}
     report = {"subjects": subjects, "minutes": round((time.time() - t0) / 60, 1), "seeds": {}}
     for seed, rows in averages.items():

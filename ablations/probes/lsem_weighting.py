@@ -1,14 +1,14 @@
 """Probe: how NeuroPictor's L_sem weighting decides what it decodes at the default budget.
 
 Trains the pipeline's two stages (multi-subject pretraining, then refining on `--subject`)
-under params overrides (`--set key=value ...`, e.g. the paper's text: L_sem summed over the
-width and on in pretraining too) and scores the subject's shared test images as stage 05
-does, w/o ft and refined, next to the pipeline's own models (`paths.models`, trained under
+under params overrides (`--set KEY VALUE`, repeated; values read as YAML; e.g. the
+released code's L_sem, an element-wise mean, off in pretraining) and scores the subject's
+shared test images as stage 05 does, w/o ft and refined, next to the pipeline's own models (`paths.models`, trained under
 params.yaml as it is). Also the semantic readout R^2 of F~txt against the caption states, as
 notebook 07 reads it. Not part of a pipeline; ~10 min on 2 cores after `make repro`.
 
-    .venv/bin/python ablations/probes/lsem_weighting.py --set neuropictor.sem_loss=sum \\
-        neuropictor.sem_in_pretraining=true
+    .venv/bin/python ablations/probes/lsem_weighting.py --set neuropictor.sem_loss mean \\
+        --set neuropictor.sem_in_pretraining false
 """
 from __future__ import annotations
 
@@ -33,24 +33,14 @@ KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CL
         "shape accuracy", "colour accuracy")
 
 
-def overrides_of(pairs: list[str]) -> dict:
-    """["a.b=1", ...] -> {"a.b": 1, ...}, values read as YAML (true, 0.1, [1, 2], sum)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes key=value, got {pair!r}")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides of the trained row")
+    ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                    help="a params override of the trained row (dotted key, YAML value); repeat for more")
     ap.add_argument("--subject", type=int, default=1)
     ap.add_argument("--out", default="probes/results/lsem_weighting.json")
     args = ap.parse_args()
-    overrides = overrides_of(args.set)
+    overrides = {key: yaml.safe_load(value) for key, value in args.set}
     base = load_params(PROJ_ROOT / "params.yaml")
     cfg = load_params(PROJ_ROOT / "params.yaml", overrides)
     prepared = Prepared(cfg.path("prepared"))
@@ -72,7 +62,7 @@ def main() -> None:
     pipeline_pre = decoding.load_model(models / "pretrain", decoding.build_neuropictor(base, found, mask, "pretrain"))
     pipeline = decoding.load_model(models / f"refine_subj{args.subject}",
                                    decoding.build_neuropictor(base, found, mask, "refine"))
-    label = ", ".join(args.set) or "params.yaml"
+    label = ", ".join(f"{k}={v}" for k, v in args.set) or "params.yaml"
     rows = {f"{label} (w/o ft)": pre, label: model, "pipeline (w/o ft)": pipeline_pre, "pipeline": pipeline}
     scores = {}
     for name, m in rows.items():
