@@ -7,7 +7,7 @@ shared test images as stage 05 does, w/o ft and refined, next to the pipeline's 
 params.yaml as it is). Also the semantic readout R^2 of F~txt against the caption states, as
 notebook 07 reads it. Not part of a pipeline; ~10 min on 2 cores after `make repro`.
 
-    .venv/bin/python ablations/probes/lsem_weighting.py --set neuropictor.sem_loss mean \\
+    .venv/bin/python probes/lsem_weighting.py --set neuropictor.sem_loss mean \\
         --set neuropictor.sem_in_pretraining false
 """
 from __future__ import annotations
@@ -17,17 +17,16 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 import neuropictor.decoding as decoding
 from neuropictor.config import PROJ_ROOT, load_params
-from neuropictor.data.prep import Prepared
-from neuropictor.evaluation import held_out, reconstruct_images, score_reconstructions
+from neuropictor.evaluation import reconstruct_images, score_reconstructions
 from neuropictor.features import FeatureStore
 from neuropictor.methods import r2_score
-from neuropictor.models.foundation import load_world_foundation
+
+from common import pretrain, probe_world, refine  # probes/common.py (this folder is on sys.path when run as a script)
 
 KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CLIP†", "EffNet-B†", "SwAV†",
         "shape accuracy", "colour accuracy")
@@ -43,20 +42,12 @@ def main() -> None:
     overrides = {key: yaml.safe_load(value) for key, value in args.set}
     base = load_params(PROJ_ROOT / "params.yaml")
     cfg = load_params(PROJ_ROOT / "params.yaml", overrides)
-    prepared = Prepared(cfg.path("prepared"))
-    found = load_world_foundation(cfg)
-    networks = found.metric_networks()
-    mask = np.load(cfg.path("prepared") / "flatmap_mask.npy")
-    ids, maps, gt = held_out(prepared, args.subject)
+    world = probe_world(cfg, args.subject)
+    prepared, found, networks, mask, ids, maps, gt = world
     truth = FeatureStore(cfg.path("features")).states(ids)
     t0 = time.time()
-    pre = decoding.build_neuropictor(cfg, found, mask, "pretrain")
-    data = decoding.decoding_data(cfg, prepared, list(cfg.prep.subjects), "train")
-    decoding.train_neuropictor(pre.train(), data, cfg.neuropictor.pretrain, cfg.seed, None, desc="pretrain")
-    model = decoding.build_neuropictor(cfg, found, mask, "refine")
-    model.load_trainable(pre.trainable_state_dict(), strict=False)
-    data = decoding.decoding_data(cfg, prepared, [args.subject], "train")
-    decoding.train_neuropictor(model.train(), data, cfg.neuropictor.refine, cfg.seed, None, desc="refine")
+    pre = pretrain(cfg, world)
+    model = refine(cfg, world, pre, args.subject)
     minutes = (time.time() - t0) / 60
     models = base.path("models")
     pipeline_pre = decoding.load_model(models / "pretrain", decoding.build_neuropictor(base, found, mask, "pretrain"))
