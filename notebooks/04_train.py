@@ -107,7 +107,7 @@ with torch.no_grad():
     if model.llmn is not None:
         side, ch = model.unet.config.sample_size, model.unet.config.in_channels
         z_t, t = torch.zeros(len(probe), ch, side, side), torch.tensor([500])
-        shapes["F_0^l (LLMN feature transform, Eq. 5)"] = model.llmn.feature_transform(S_r).shape
+        shapes["F_0^l (LLMN feature transform, Eq. 5)"] = model.llmn.feature_map(S_r).shape
         down, mid = model.llmn(z_t, t, F_sem, S_r)
         for i, r in enumerate(down):
             shapes[f"control residual {i} (down)"] = r.shape

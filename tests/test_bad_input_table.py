@@ -69,6 +69,7 @@ PARAMS = [
     ({"foundation.unet.ema": 1.0}, r"foundation\.unet\.ema is 1\.0; it must be 0 or more and below 1"),
     ({"neuropictor.encoder_init": "pretraind"}, r"encoder_init is 'pretraind'; use pretrained or random"),
     ({"neuropictor.llmn_map": "pixels"}, r"llmn_map is 'pixels'; use latent or features"),
+    ({"neuropictor.llmn_input": "zscore"}, r"llmn_input is 'zscore'; use raw"),
     ({"neuropictor.hlgn_hidden_tokens": 0}, r"hlgn_hidden_tokens is 0; use a positive count or null"),
     ({"synthetic.default.n_repeats": 0}, r"synthetic\.default\.n_repeats is 0"),
     ({"synthetic.snr_range": [0, 1]}, r"synthetic\.snr_range is \[0\.0, 1\.0\]; it must be greater than 0"),

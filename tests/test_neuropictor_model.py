@@ -116,6 +116,29 @@ def test_released_layout_adds_nothing_at_init_and_learns():
         make_model(dict(llmn_map="pixels"))
 
 
+def test_standardised_llmn_input_drops_what_every_scan_shares():
+    """llmn_input "standardised": E_ft reads S^r standardised per feature over the batch, so an
+    offset every scan shares (the encoder's positional part) cannot reach F_0^l, however large;
+    at evaluation the running statistics stand in for the batch's and travel in the checkpoint."""
+    model = make_model(dict(llmn_input="standardised"))
+    raw = make_model()
+    S = torch.randn(16, L_R, D_R)
+    shared = 50 * torch.randn(1, L_R, D_R)
+    model.train()
+    F0, F0_shifted = model.llmn.feature_map(S), model.llmn.feature_map(S + shared)
+    assert torch.allclose(F0, F0_shifted, atol=1e-3)
+    assert not torch.allclose(raw.llmn.feature_map(S), raw.llmn.feature_map(S + shared), atol=1e-3)
+    state = model.trainable_state_dict()
+    assert "llmn.input_norm.norm.running_mean" in state and state["llmn.input_norm.norm.running_mean"].abs().sum() > 0
+    fresh = make_model(dict(llmn_input="standardised"))
+    fresh.load_trainable(state)
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(model.llmn.feature_map(S), fresh.llmn.feature_map(S))
+    with pytest.raises(ValueError, match="LLMN input"):
+        make_model(dict(llmn_input="zscore"))
+
+
 def test_control_scale_alpha_scales_the_llmn():
     model = make_model()
     wake_zero_convs(model)

@@ -105,7 +105,7 @@ def test_paper_params_are_the_released_layout(paper_cfg):
     cfg = paper_cfg  # SD-2.1-base's geometry, the released code's layout
     assert (cfg.prep.flatmap_size, cfg.encoder.patch, cfg.encoder.width, cfg.prep.image_size) == (256, 16, 1024, 512)
     assert (cfg.neuropictor.hlgn_hidden_tokens, cfg.neuropictor.hlgn_layer_norm,
-            cfg.neuropictor.llmn_map) == (HLGN_HIDDEN, True, "features")
+            cfg.neuropictor.llmn_map, cfg.neuropictor.llmn_input) == (HLGN_HIDDEN, True, "features", "raw")
 
 
 @pytest.mark.parametrize("wrong", ["context width 768", "HLGN hidden tokens 167"])
@@ -120,7 +120,7 @@ def test_contract_catches_a_wrong_width(monkeypatch, paper_cfg, wrong):
     shapes = _record_shapes(model)
     with torch.no_grad():
         S_r, _, _ = model.conditions(torch.randn(1, 256, 256))
-        model.llmn.feature_transform(S_r)
+        model.llmn.feature_map(S_r)
         model.llmn.manipulator.conv_in(torch.zeros(1, *LATENT))
     assert _mismatches(shapes) == [f"hlgn hidden tokens: (1, 167, {D_R}) != (n, {HLGN_HIDDEN}, {D_R})"]
 

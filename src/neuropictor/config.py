@@ -265,6 +265,7 @@ class NeuroPictorParams:
     hlgn_hidden_tokens: int | None = None  # HLGN's middle token count; null = (L_r + L_T) // 2
     hlgn_layer_norm: bool = False  # LayerNorm closing each HLGN branch, aux zero conv kernel 3
     llmn_map: str = "latent"  # F_0^l at the latent's shape (latent) | the UNet's first width (features)
+    llmn_input: str = "raw"  # what E_ft reads: S^r as encoded (raw, the released code) | standardised per feature
     pretrain: Loop = field(default_factory=lambda: Loop(steps=800, batch_size=32, lr=1e-3, mask_steps=160,
                                                         hlgn_lr_scale=10.0))
     refine: Loop = field(default_factory=lambda: Loop(steps=240, batch_size=32, lr=3e-4, mask_steps=48,
@@ -679,6 +680,9 @@ def _validate(s: Settings, path: Path) -> None:
         bad(f"params.neuropictor.encoder_init is '{s.neuropictor.encoder_init}'; use pretrained or random.")
     if s.neuropictor.llmn_map not in ("latent", "features"):
         bad(f"params.neuropictor.llmn_map is '{s.neuropictor.llmn_map}'; use latent or features.")
+    if s.neuropictor.llmn_input not in ("raw", "standardised"):
+        bad(f"params.neuropictor.llmn_input is '{s.neuropictor.llmn_input}'; use raw (S^r as encoded, the released "
+            f"code) or standardised (per feature over the batch).")
     if s.neuropictor.hlgn_hidden_tokens is not None and s.neuropictor.hlgn_hidden_tokens < 1:
         bad(f"params.neuropictor.hlgn_hidden_tokens is {s.neuropictor.hlgn_hidden_tokens}; use a positive count or null.")
     if s.neuropictor.sem_loss not in ("sum", "mean"):

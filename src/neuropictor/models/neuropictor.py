@@ -93,6 +93,23 @@ class HLGN(nn.Module):
         return F_txt, F_sem
 
 
+LLMN_INPUTS = ("raw", "standardised")
+
+
+class Standardise(nn.Module):
+    """S^r (n, L_r, d_r) standardised per feature (token x dim) over the batch: BatchNorm1d
+    without affine parameters, running statistics at evaluation. What differs between scans
+    then reaches E_ft at unit scale instead of riding on what every scan shares (the
+    encoder's positional part), which otherwise makes F_0^l a near-constant bias."""
+
+    def __init__(self, L_r: int, d_r: int):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(L_r * d_r, affine=False)
+
+    def forward(self, S_r: torch.Tensor) -> torch.Tensor:
+        return self.norm(S_r.flatten(1)).reshape(S_r.shape)
+
+
 class FeatureTransform(nn.Module):
     """E_ft (Eq. 5): S^r (n, L_r, d_r) -> F_0^l (n, c, h, w), the latent's shape.
 
@@ -147,12 +164,18 @@ class LLMN(nn.Module):
     then unused (an identity)."""
 
     def __init__(self, unet, L_r: int, d_r: int, embedding_channels: int | None = None,
-                 hidden_tokens: int | None = None, hidden_dim: int | None = None, layout: str = "latent"):
+                 hidden_tokens: int | None = None, hidden_dim: int | None = None, layout: str = "latent",
+                 transform_input: str = "raw"):
         from diffusers import ControlNetModel
 
         super().__init__()
         if layout not in LLMN_MAPS:
             raise ValueError(f"LLMN map (params neuropictor.llmn_map) must be one of {LLMN_MAPS}, got {layout!r}")
+        if transform_input not in LLMN_INPUTS:
+            raise ValueError(f"LLMN input (params neuropictor.llmn_input) must be one of {LLMN_INPUTS}, "
+                             f"got {transform_input!r}")
+        # what E_ft reads: S^r as the encoder gives it (the released code) or standardised
+        self.input_norm = Standardise(L_r, d_r) if transform_input == "standardised" else nn.Identity()
         c, side = unet.config.in_channels, unet.config.sample_size
         width = unet.config.block_out_channels[0]
         if layout == "features":
@@ -169,10 +192,14 @@ class LLMN(nn.Module):
     def forward(self, z_t: torch.Tensor, t, F_sem: torch.Tensor, S_r: torch.Tensor,
                 alpha: float = 1.0) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """-> (down residuals, one per UNet skip connection; mid residual), times alpha (Eq. 7)."""
-        F0 = self.feature_transform(S_r)  # Eq. 5
+        F0 = self.feature_map(S_r)  # Eq. 5
         down, mid = self.manipulator(z_t, t, encoder_hidden_states=F_sem, controlnet_cond=F0,
                                      conditioning_scale=alpha, return_dict=False)  # Eq. 6-7
         return tuple(down), mid
+
+    def feature_map(self, S_r: torch.Tensor) -> torch.Tensor:
+        """F_0^l (Eq. 5) from S^r, through the input standardisation where there is one."""
+        return self.feature_transform(self.input_norm(S_r))
 
 
 class NeuroPictor(nn.Module):
@@ -181,14 +208,14 @@ class NeuroPictor(nn.Module):
     encoder: fMRI encoder (see module docstring); unet: diffusers `UNet2DConditionModel`
     (frozen here); empty_states: the text encoder's states of the empty caption (1, L_T, d_T);
     noise_scheduler: the DDPM scheduler that defines training's forward process;
-    hlgn_hidden_tokens, hlgn_layer_norm, llmn_map: the layout choices where this world and the
-    released code differ (params `neuropictor.hlgn_*`, `neuropictor.llmn_map`).
+    hlgn_hidden_tokens, hlgn_layer_norm, llmn_map, llmn_input: the layout choices where this
+    world and the released code differ (params `neuropictor.hlgn_*`, `neuropictor.llmn_*`).
     """
 
     def __init__(self, encoder: nn.Module, unet, empty_states: torch.Tensor, noise_scheduler,
                  switches: ModelSwitches = ModelSwitches(), hidden_tokens: int | None = None,
                  hidden_dim: int | None = None, hlgn_hidden_tokens: int | None = None,
-                 hlgn_layer_norm: bool = False, llmn_map: str = "latent"):
+                 hlgn_layer_norm: bool = False, llmn_map: str = "latent", llmn_input: str = "raw"):
         super().__init__()
         if empty_states.dim() == 2:
             empty_states = empty_states[None]
@@ -207,7 +234,8 @@ class NeuroPictor(nn.Module):
         self.hlgn = HLGN(L_r, d_r, L_T, d_T, hlgn_hidden_tokens or hidden_tokens, use_aux=switches.use_aux,
                          hidden_dim=hidden_dim, layer_norm=hlgn_layer_norm)
         # the LLMN copies the UNet's encoder weights, so build it before anything changes them
-        self.llmn = LLMN(unet, L_r, d_r, layout=llmn_map) if switches.use_llmn else None
+        self.llmn = (LLMN(unet, L_r, d_r, layout=llmn_map, transform_input=llmn_input)
+                     if switches.use_llmn else None)
         self.unet = unet.requires_grad_(False).eval()
         self.register_buffer("empty_states", empty_states.detach().clone())
 
