@@ -265,7 +265,7 @@ class NeuroPictorParams:
     hlgn_hidden_tokens: int | None = None  # HLGN's middle token count; null = (L_r + L_T) // 2
     hlgn_layer_norm: bool = False  # LayerNorm closing each HLGN branch, aux zero conv kernel 3
     llmn_map: str = "latent"  # F_0^l at the latent's shape (latent) | the UNet's first width (features)
-    llmn_input: str = "raw"  # what E_ft reads: S^r as encoded (raw, the released code) | standardised per feature
+    llmn_input: str = "standardised"  # what E_ft reads: S^r standardised per feature over the batch | raw (as encoded, the released code)
     pretrain: Loop = field(default_factory=lambda: Loop(steps=800, batch_size=32, lr=1e-3, mask_steps=160,
                                                         hlgn_lr_scale=10.0))
     refine: Loop = field(default_factory=lambda: Loop(steps=240, batch_size=32, lr=3e-4, mask_steps=48,
