@@ -8,7 +8,7 @@ subject pretraining, refining on `--subject`) with the encoder's lr multiplied b
 S^r by a ridge classifier (trained on the subject's training scans, scored on its test
 scans), F~txt's R^2 against the caption states, and the Table 1 metrics of the test
 reconstructions. The encoder's multiplier is not a params key yet: the probe adds it to
-`decoding.lr_scales` for its own runs. Not part of a pipeline; ~7 min per scale on 2 cores.
+`decoding.lr_scales` for its own runs. Not part of a pipeline; 9.5 min per scale measured on 2 cores.
 
     python probes/encoder_lr.py --scales 0.1
 """
