@@ -341,3 +341,34 @@ def test_decode_to_unit_range():
     with torch.no_grad():
         ref = vae.decode(z / vae.config.scaling_factor).sample / 2 + 0.5
     torch.testing.assert_close(images, ref.clamp(0, 1), atol=1e-5, rtol=1e-5)
+
+
+def test_lambda_low_regresses_the_llmn_map_onto_the_latent_and_is_off_by_default():
+    """L_low (params neuropictor.lambda_low, this world's addition) adds lambda_low x the MSE
+    between E_ft's map F_0^l and z0; at 0 the loss is exactly the paper's."""
+    import torch.nn.functional as F
+
+    batch = tiny_batch(4)
+    off = make_model()
+    on = make_model(lambda_low=0.5)
+    on.load_state_dict(off.state_dict())
+    torch.manual_seed(5)
+    l_off = off(*batch)
+    assert "L_low" not in off.loss_terms
+    torch.manual_seed(5)
+    l_on = on(*batch)
+    with torch.no_grad():
+        expected = F.mse_loss(on.llmn.feature_map(on.conditions(batch[0])[0]), batch[1])
+    assert torch.allclose(on.loss_terms["L_low"], expected, rtol=1e-5)
+    assert torch.allclose(on.loss_terms["L_dif"], off.loss_terms["L_dif"])
+    assert torch.allclose(l_on, l_off + 0.5 * on.loss_terms["L_low"], rtol=1e-5)
+    # its gradient reaches E_ft even while the ControlNet copy's zero convs still block L_dif's
+    on.zero_grad()
+    torch.manual_seed(5)
+    on(*batch).backward()
+    grads = [p.grad for p in on.llmn.feature_transform.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    with pytest.raises(ValueError, match="lambda_low"):
+        make_model(RELEASED, lambda_low=0.1)
+    with pytest.raises(ValueError, match="lambda_low must be >= 0"):
+        ModelSwitches(lambda_low=-1.0)

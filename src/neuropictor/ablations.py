@@ -64,7 +64,7 @@ def row_settings(params_file: str | Path, overrides: dict, smoke: bool | None, r
 # L_sem is read from the switches it trains under (`decoding.switches`): off there unless
 # `sem_in_pretraining`, so then lambda_sem shapes only refining
 _PRETRAIN_KEYS = ("encoder_init", "encoder_output", "encoder_trainable", "use_llmn", "empty_rate",
-                  "multi_subject_pretraining", "llmn_input", "pretrain")
+                  "multi_subject_pretraining", "llmn_input", "lambda_low", "pretrain")
 _REFINE_KEYS = _PRETRAIN_KEYS + ("lambda_sem", "sem_loss", "sem_in_pretraining", "use_aux", "refining", "refine")
 
 

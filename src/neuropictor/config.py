@@ -256,6 +256,7 @@ class NeuroPictorParams:
     use_llmn: bool = True  # false: "w/o LLMN"
     use_aux: bool = True  # false: "w/o Au. Enc." (always off in multi-subject pretraining)
     lambda_sem: float = 0.1  # Eq. 9; 0: "w/o L_sem"
+    lambda_low: float = 0.0  # L_low: E_ft's map regressed onto the latent z0 (not in paper or code: 0)
     sem_loss: str = "sum"  # Eq. 3 over the width: sum (the paper's text) | mean (the released code)
     sem_in_pretraining: bool = True  # L_sem in multi-subject pretraining too (paper's text) | refining only (code)
     empty_rate: float = 0.05  # share of F^sem replaced by the empty caption (CFG)
@@ -581,6 +582,7 @@ RANGES: tuple[tuple[str, tuple], ...] = (
     ("foundation.unet.eval_captions", _AT_LEAST_1), ("foundation.hvae.sigma", _POSITIVE),
     ("foundation.sample_steps", _AT_LEAST_1), ("*.guidance", _NON_NEGATIVE), ("foundation.smoke_steps", _AT_LEAST_1),
     ("encoder.holdout_corpus_subjects", _AT_LEAST_1), ("neuropictor.lambda_sem", _NON_NEGATIVE),
+    ("neuropictor.lambda_low", _NON_NEGATIVE),
     ("reconstruction.alpha", _NON_NEGATIVE), ("reconstruction.alpha_sweep", _NON_NEGATIVE),
     ("reconstruction.ridge_strength", (lambda v: 0 < v <= 1, "above 0 and at most 1")),
     ("reconstruction.n_figure", _AT_LEAST_1),

@@ -73,6 +73,7 @@ def switches(cfg: Settings, stage: str) -> ModelSwitches:
     lam = n.lambda_sem if (n.sem_in_pretraining or not pretrain) else 0.0
     return ModelSwitches(encoder_output=n.encoder_output, encoder_trainable=n.encoder_trainable, use_llmn=n.use_llmn,
                          use_aux=n.use_aux and not pretrain, lambda_sem=lam, sem_loss=n.sem_loss,
+                         lambda_low=n.lambda_low if n.use_llmn else 0.0,
                          empty_rate=n.empty_rate)
 
 

@@ -41,12 +41,17 @@ class ModelSwitches:
     lambda_sem: float = 0.1  # Eq. 9; 0 = "w/o L_sem"
     sem_loss: str = "mean"  # Eq. 3 reduced over the width d_T: "sum" (the paper's text) | "mean" (the released code)
     empty_rate: float = 0.05  # share of F^sem replaced by the empty caption (for CFG)
+    # weight of L_low, E_ft's map F_0^l regressed onto the stimulus's latent z0 (element-wise
+    # MSE); not in the paper or the released code (0), where E_ft learns through L_dif alone
+    lambda_low: float = 0.0
 
     def __post_init__(self):
         if self.encoder_output not in ("full", "cls"):
             raise ValueError(f"encoder_output must be 'full' or 'cls', got {self.encoder_output!r}")
         if self.lambda_sem < 0:
             raise ValueError(f"lambda_sem must be >= 0, got {self.lambda_sem}")
+        if self.lambda_low < 0:
+            raise ValueError(f"lambda_low must be >= 0, got {self.lambda_low}")
         if self.sem_loss not in SEM_LOSSES:
             raise ValueError(f"sem_loss must be one of {SEM_LOSSES}, got {self.sem_loss!r}")
         if not 0 <= self.empty_rate < 1:
@@ -190,9 +195,10 @@ class LLMN(nn.Module):
                 unet, conditioning_embedding_out_channels=(embedding_channels or width,), conditioning_channels=c)
 
     def forward(self, z_t: torch.Tensor, t, F_sem: torch.Tensor, S_r: torch.Tensor,
-                alpha: float = 1.0) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """-> (down residuals, one per UNet skip connection; mid residual), times alpha (Eq. 7)."""
-        F0 = self.feature_map(S_r)  # Eq. 5
+                alpha: float = 1.0, F0: torch.Tensor | None = None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """-> (down residuals, one per UNet skip connection; mid residual), times alpha (Eq. 7).
+        F0: F_0^l if the caller has computed it already (`feature_map(S_r)`)."""
+        F0 = self.feature_map(S_r) if F0 is None else F0  # Eq. 5
         down, mid = self.manipulator(z_t, t, encoder_hidden_states=F_sem, controlnet_cond=F0,
                                      conditioning_scale=alpha, return_dict=False)  # Eq. 6-7
         return tuple(down), mid
@@ -236,6 +242,9 @@ class NeuroPictor(nn.Module):
         # the LLMN copies the UNet's encoder weights, so build it before anything changes them
         self.llmn = (LLMN(unet, L_r, d_r, layout=llmn_map, transform_input=llmn_input)
                      if switches.use_llmn else None)
+        if switches.lambda_low and llmn_map != "latent":
+            raise ValueError(f"lambda_low (params neuropictor.lambda_low = {switches.lambda_low}) regresses F_0^l "
+                             f"onto the latent, which needs llmn_map 'latent' (got {llmn_map!r}); set it to 0")
         self.unet = unet.requires_grad_(False).eval()
         self.register_buffer("empty_states", empty_states.detach().clone())
 
@@ -268,13 +277,14 @@ class NeuroPictor(nn.Module):
         return S_r, F_txt, F_sem
 
     def eps(self, z_t: torch.Tensor, t, S_r: torch.Tensor, F_sem: torch.Tensor,
-            alpha: float = 1.0) -> torch.Tensor:
+            alpha: float = 1.0, F0: torch.Tensor | None = None) -> torch.Tensor:
         """Noise prediction of the frozen UNet under F^sem, manipulated by the LLMN (Eq. 7).
 
-        alpha = 0 (or no LLMN) is the semantic-only model; the LLMN is then not run."""
+        alpha = 0 (or no LLMN) is the semantic-only model; the LLMN is then not run. F0: the
+        LLMN's map F_0^l where the caller has it already."""
         residuals = {}
         if self.llmn is not None and alpha != 0:
-            down, mid = self.llmn(z_t, t, F_sem, S_r, alpha)
+            down, mid = self.llmn(z_t, t, F_sem, S_r, alpha, F0=F0)
             residuals = dict(down_block_additional_residuals=down, mid_block_additional_residual=mid)
         return self.unet(z_t, t, encoder_hidden_states=F_sem, **residuals).sample
 
@@ -288,9 +298,9 @@ class NeuroPictor(nn.Module):
         return err.sum(-1).mean() if self.switches.sem_loss == "sum" else err.mean()
 
     def forward(self, maps: torch.Tensor, z0: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
-        """L = L_dif + lambda * L_sem (Eq. 8-9) on one batch: maps, latents z0 (n, c, h, w)
-        scaled by the VAE's factor, caption states (n, L_T, d_T). A forward (not only a
-        method) so `accelerate`'s DDP wrapper syncs its gradients."""
+        """L = L_dif + lambda * L_sem (Eq. 8-9) [+ lambda_low * L_low] on one batch: maps,
+        latents z0 (n, c, h, w) scaled by the VAE's factor, caption states (n, L_T, d_T). A
+        forward (not only a method) so `accelerate`'s DDP wrapper syncs its gradients."""
         sw = self.switches
         S_r, F_txt, F_sem = self.conditions(maps)
         # a sample's draws are the same whatever the number of processes (DDP matches 1 process)
@@ -302,13 +312,19 @@ class NeuroPictor(nn.Module):
         t = draws.randint(self.noise_scheduler.config.num_train_timesteps)
         z_t = self.noise_scheduler.add_noise(z0, noise, t)
         # Eq. 8, written for epsilon; with a v-prediction UNet (SD-2.1) the target is the velocity
-        l_dif = F.mse_loss(self.eps(z_t, t, S_r, F_sem), diffusion_target(self.noise_scheduler, z0, noise, t))
-        loss, l_sem = l_dif, None
+        # L_low (this world's addition): E_ft's map regressed onto the clean latent it should lay out
+        F0 = self.llmn.feature_map(S_r) if sw.lambda_low and self.llmn is not None else None
+        l_dif = F.mse_loss(self.eps(z_t, t, S_r, F_sem, F0=F0), diffusion_target(self.noise_scheduler, z0, noise, t))
+        loss, l_sem, l_low = l_dif, None, None
         if sw.lambda_sem:  # skipped at 0, so missing / NaN captions cannot leak in
             l_sem = self.semantic_loss(F_txt, text_states)  # Eq. 3
-            loss = l_dif + sw.lambda_sem * l_sem  # Eq. 9
-        # the two terms of the last batch, for the training log (L_sem only where it is on)
-        self.loss_terms = {"L_dif": l_dif.detach(), **({"L_sem": l_sem.detach()} if l_sem is not None else {})}
+            loss = loss + sw.lambda_sem * l_sem  # Eq. 9
+        if F0 is not None:
+            l_low = F.mse_loss(F0, z0.to(F0))
+            loss = loss + sw.lambda_low * l_low
+        # the terms of the last batch, for the training log (L_sem / L_low only where they are on)
+        self.loss_terms = {"L_dif": l_dif.detach(), **({"L_sem": l_sem.detach()} if l_sem is not None else {}),
+                           **({"L_low": l_low.detach()} if l_low is not None else {})}
         return loss
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,95 @@
+"""Probe: can the LLMN's ControlNet copy learn to use a low-level map at all within refining?
+
+Across refining seeds the LLMN's effect (alpha 1 against alpha 0) averages zero on subject 1
+(`probes/refine_seeds.py`). Two explanations: the map E_ft makes from S^r carries too little
+of the image's layout, or the ControlNet copy cannot learn to use any map in the 240 + 48
+refining steps. This probe separates them: it refines the pipeline's pretrained model on
+`--subject` exactly as the pipeline does, except that F_0^l is replaced by an oracle made
+from the stimulus's own VAE latent z0 (the target of L_dif): `full` (z0 itself) or `coarse`
+(z0 averaged over 4 x 4 latent pixels, the layout and colours without outlines). The same
+oracle is given at sampling. If the reconstructions at alpha 1 then beat alpha 0 by far,
+the ControlNet copy learns within the budget and E_ft's map is what lacks; if not, the
+budget or the copy's learning rate is the limit. `--steps` changes the refining steps (mask
+phase kept at the pipeline's share). Not part of a pipeline; ~3 min per hint on 2 cores.
+
+    python probes/llmn_oracle.py --hints full coarse
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import neuropictor.decoding as decoding
+from neuropictor.config import load_params
+from neuropictor.evaluation import reconstruct_images, score_reconstructions
+from neuropictor.features import FeatureStore
+from common import probe_world, refine  # probes/common.py (this folder is on sys.path when run as a script)
+
+KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CLIP†", "EffNet-B†", "SwAV†",
+        "shape accuracy", "colour accuracy", "position error")
+HINTS = {
+    "full": lambda z0: z0,
+    "coarse": lambda z0: F.interpolate(F.avg_pool2d(z0, 4), size=z0.shape[-2:], mode="nearest"),
+}
+
+
+def with_oracle(hint):
+    """Make a fresh model's LLMN read `hint(z0)` instead of E_ft(S^r): in training from each
+    batch's latents, at sampling from `model.llmn.oracle` (set by the caller)."""
+    def wrap(model):
+        llmn = model.llmn
+
+        def feature_map(S_r):
+            o = llmn.oracle.to(S_r)
+            return o.repeat(len(S_r) // len(o), 1, 1, 1)  # CFG stacks [uncond; cond] rows
+        llmn.feature_map = feature_map
+        forward = model.forward
+
+        def train_forward(maps, z0, text_states):
+            llmn.oracle = hint(z0)
+            return forward(maps, z0, text_states)
+        model.forward = train_forward
+        return model
+    return wrap
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subject", type=int, default=1)
+    ap.add_argument("--hints", nargs="+", default=list(HINTS), choices=list(HINTS))
+    ap.add_argument("--steps", type=int, default=None, help="refining steps (default: the pipeline's)")
+    ap.add_argument("--out", default="probes/results/llmn_oracle.json")
+    args = ap.parse_args()
+    cfg = load_params()
+    if args.steps:
+        loop = cfg.neuropictor.refine
+        cfg = load_params(overrides={"neuropictor.refine.steps": args.steps,
+                                     "neuropictor.refine.mask_steps": round(args.steps * loop.mask_steps / loop.steps)})
+    world = probe_world(cfg, args.subject)
+    prepared, found, networks, mask, ids, maps, gt = world
+    z0 = FeatureStore(cfg.path("features")).latents(ids)
+    pre = decoding.load_model(cfg.path("models") / "pretrain", decoding.build_neuropictor(cfg, found, mask, "pretrain"))
+    rows = []
+    for name in args.hints:
+        t0 = time.time()
+        model = refine(cfg, world, pre, args.subject, wrap=with_oracle(HINTS[name]), desc=f"oracle {name}")
+        minutes = (time.time() - t0) / 60
+        model.llmn.oracle = HINTS[name](z0)
+        for a in (0.0, 1.0):
+            with torch.no_grad():
+                s = score_reconstructions(gt, reconstruct_images(model, found, maps, cfg, alpha=a), ids, found,
+                                          prepared, cfg.world == "synthetic", networks)
+            rows.append({"hint": name, "steps": cfg.neuropictor.refine.steps, "alpha": a,
+                         "minutes": round(minutes, 2), **{k: round(s[k], 4) for k in KEEP}})
+            print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"subject": args.subject, "rows": rows}, indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
