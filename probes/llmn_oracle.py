@@ -7,12 +7,14 @@ refining steps. This probe separates them: it refines the pipeline's pretrained 
 `--subject` exactly as the pipeline does, except that F_0^l is replaced by an oracle made
 from the stimulus's own VAE latent z0 (the target of L_dif): `full` (z0 itself) or `coarse`
 (z0 averaged over 4 x 4 latent pixels, the layout and colours without outlines). The same
-oracle is given at sampling. If the reconstructions at alpha 1 then beat alpha 0 by far,
+oracle is given at sampling. `decoded` is no oracle but what a decoder of the scan gives: a
+ridge regression from the flatmap to the coarse latent (penalty by cross-validation), its
+training-scan maps predicted out of fold (5 folds) so they are as noisy as the test scans'. If the reconstructions at alpha 1 then beat alpha 0 by far,
 the ControlNet copy learns within the budget and E_ft's map is what lacks; if not, the
 budget or the copy's learning rate is the limit. `--steps` changes the refining steps (mask
 phase kept at the pipeline's share). Not part of a pipeline; ~3 min per hint on 2 cores.
 
-    python probes/llmn_oracle.py --hints full coarse
+    python probes/llmn_oracle.py --hints full coarse decoded
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ import json
 import time
 from pathlib import Path
 
+import hashlib
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,14 +37,50 @@ from common import probe_world, refine  # probes/common.py (this folder is on sy
 
 KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CLIP†", "EffNet-B†", "SwAV†",
         "shape accuracy", "colour accuracy", "position error")
-HINTS = {
-    "full": lambda z0: z0,
-    "coarse": lambda z0: F.interpolate(F.avg_pool2d(z0, 4), size=z0.shape[-2:], mode="nearest"),
-}
+
+
+def coarse(z0: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(F.avg_pool2d(z0, 4), size=z0.shape[-2:], mode="nearest")
+
+
+HINTS = {"full": lambda maps, z0: z0, "coarse": lambda maps, z0: coarse(z0)}
+
+
+def key(m) -> str:
+    return hashlib.sha1(np.ascontiguousarray(np.asarray(m, np.float32)).tobytes()).hexdigest()
+
+
+def decoded_hint(prepared, store, subject: int, test_maps):
+    """A ridge decoder flatmap -> coarse latent for `subject`: out-of-fold predictions for its
+    training maps, the all-training fit for `test_maps`; returns hint(maps, z0) looking maps up."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    train = prepared.rows(subject, "train")
+    X = np.asarray(prepared.flatmaps(subject, "train"), np.float32)
+    z = store.latents(train.nsd_id.to_numpy())
+    Y = F.avg_pool2d(z, 4).flatten(1).numpy()
+    ridge = RidgeCV(alphas=np.logspace(-1, 6, 15))
+    oof = cross_val_predict(ridge, X.reshape(len(X), -1), Y, cv=KFold(5, shuffle=True, random_state=0))
+    test = ridge.fit(X.reshape(len(X), -1), Y).predict(np.asarray(test_maps).reshape(len(test_maps), -1))
+    side, c = z.shape[-1], z.shape[1]
+
+    def grid(y):
+        y = torch.as_tensor(y, dtype=torch.float32).reshape(len(y), c, side // 4, side // 4)
+        return F.interpolate(y, size=(side, side), mode="nearest")
+    table = {key(m): h for m, h in zip(X, grid(oof))}
+    table.update({key(m): h for m, h in zip(test_maps, grid(test))})
+
+    def hint(maps, z0):
+        try:
+            return torch.stack([table[key(m)] for m in maps.cpu().numpy()])
+        except KeyError:
+            raise SystemExit("a training map is not among the subject's prepared flatmaps") from None
+    return hint
 
 
 def with_oracle(hint):
-    """Make a fresh model's LLMN read `hint(z0)` instead of E_ft(S^r): in training from each
+    """Make a fresh model's LLMN read `hint(maps, z0)` instead of E_ft(S^r): in training from each
     batch's latents, at sampling from `model.llmn.oracle` (set by the caller)."""
     def wrap(model):
         llmn = model.llmn
@@ -51,7 +92,7 @@ def with_oracle(hint):
         forward = model.forward
 
         def train_forward(maps, z0, text_states):
-            llmn.oracle = hint(z0)
+            llmn.oracle = hint(maps, z0)
             return forward(maps, z0, text_states)
         model.forward = train_forward
         return model
@@ -61,30 +102,34 @@ def with_oracle(hint):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subject", type=int, default=1)
-    ap.add_argument("--hints", nargs="+", default=list(HINTS), choices=list(HINTS))
+    ap.add_argument("--hints", nargs="+", default=["full", "coarse"], choices=[*HINTS, "decoded"])
     ap.add_argument("--steps", type=int, default=None, help="refining steps (default: the pipeline's)")
+    ap.add_argument("--seed", type=int, default=None, help="training and sampling seed (default: params')")
     ap.add_argument("--out", default="probes/results/llmn_oracle.json")
     args = ap.parse_args()
-    cfg = load_params()
+    loop = load_params().neuropictor.refine
+    over = {} if args.seed is None else {"seed": args.seed}
     if args.steps:
-        loop = cfg.neuropictor.refine
-        cfg = load_params(overrides={"neuropictor.refine.steps": args.steps,
-                                     "neuropictor.refine.mask_steps": round(args.steps * loop.mask_steps / loop.steps)})
+        over.update({"neuropictor.refine.steps": args.steps,
+                     "neuropictor.refine.mask_steps": round(args.steps * loop.mask_steps / loop.steps)})
+    cfg = load_params(overrides=over)
     world = probe_world(cfg, args.subject)
     prepared, found, networks, mask, ids, maps, gt = world
     z0 = FeatureStore(cfg.path("features")).latents(ids)
+    if "decoded" in args.hints:
+        HINTS["decoded"] = decoded_hint(prepared, FeatureStore(cfg.path("features")), args.subject, maps)
     pre = decoding.load_model(cfg.path("models") / "pretrain", decoding.build_neuropictor(cfg, found, mask, "pretrain"))
     rows = []
     for name in args.hints:
         t0 = time.time()
         model = refine(cfg, world, pre, args.subject, wrap=with_oracle(HINTS[name]), desc=f"oracle {name}")
         minutes = (time.time() - t0) / 60
-        model.llmn.oracle = HINTS[name](z0)
+        model.llmn.oracle = HINTS[name](torch.as_tensor(maps), z0)
         for a in (0.0, 1.0):
             with torch.no_grad():
                 s = score_reconstructions(gt, reconstruct_images(model, found, maps, cfg, alpha=a), ids, found,
                                           prepared, cfg.world == "synthetic", networks)
-            rows.append({"hint": name, "steps": cfg.neuropictor.refine.steps, "alpha": a,
+            rows.append({"hint": name, "seed": cfg.seed, "steps": cfg.neuropictor.refine.steps, "alpha": a,
                          "minutes": round(minutes, 2), **{k: round(s[k], 4) for k in KEEP}})
             print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
