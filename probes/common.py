@@ -42,6 +42,16 @@ def probe_world(cfg: Settings, subject: int) -> ProbeWorld:
     return ProbeWorld(*world, *held_out(world.prepared, subject))
 
 
+def with_lr_scales(extra: dict[str, float]) -> Callable:
+    """`decoding.lr_scales` with `extra` (parameter-name prefix -> lr multiplier) put first, for
+    a probe's own runs: assign the result to `decoding.lr_scales` and restore it after."""
+    base = decoding.lr_scales
+
+    def scales(model, loop):
+        return {**extra, **{k: v for k, v in base(model, loop).items() if k not in extra}}
+    return scales
+
+
 def pretrain(cfg: Settings, world, wrap: Callable = lambda m: m, desc: str = "pretrain"):
     """Multi-subject pretraining as stage 04 runs it; `wrap` may change the fresh model first."""
     model = wrap(decoding.build_neuropictor(cfg, world.found, world.mask, "pretrain"))

@@ -28,22 +28,10 @@ from neuropictor.config import load_params
 from neuropictor.evaluation import reconstruct_images, score_reconstructions
 from neuropictor.features import FeatureStore
 from neuropictor.methods import r2_score
-from common import pretrain, probe_world, refine  # probes/common.py (this folder is on sys.path when run as a script)
+from common import pretrain, probe_world, refine, with_lr_scales  # probes/common.py (this folder is on sys.path when run as a script)
 
 KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CLIP†", "EffNet-B†", "SwAV†",
         "shape accuracy", "colour accuracy", "position error")
-
-
-def with_encoder_scale(scale: float):
-    """`decoding.lr_scales` with the encoder's multiplier added (where it trains)."""
-    base = decoding.lr_scales
-
-    def scales(model, loop):
-        out = base(model, loop)
-        if model.switches.encoder_trainable and scale != 1:
-            out["encoder."] = scale
-        return out
-    return scales
 
 
 def background_read(model, world, subject: int) -> float:
@@ -74,7 +62,7 @@ def main() -> None:
     models = {"pipeline (encoder x 1)": (pipeline, None)}
     base = decoding.lr_scales
     for scale in args.scales:
-        decoding.lr_scales = with_encoder_scale(scale)
+        decoding.lr_scales = with_lr_scales({"encoder.": scale})
         t0 = time.time()
         models[f"encoder x {scale:g}"] = (refine(cfg, world, pretrain(cfg, world), args.subject), (time.time() - t0) / 60)
         decoding.lr_scales = base

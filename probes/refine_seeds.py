@@ -35,7 +35,7 @@ from neuropictor.config import load_params
 from neuropictor.evaluation import reconstruct_images, score_reconstructions
 from neuropictor.features import FeatureStore
 from neuropictor.methods import r2_score
-from common import pretrain, probe_world, refine  # probes/common.py (this folder is on sys.path when run as a script)
+from common import pretrain, probe_world, refine, with_lr_scales  # probes/common.py (this folder is on sys.path when run as a script)
 
 KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CLIP†", "EffNet-B†", "SwAV†",
         "shape accuracy", "colour accuracy", "position error")
@@ -70,16 +70,6 @@ def setting_params(pairs: dict[str, float], seed: int):
         if key == "steps" and "mask_steps" not in pairs:
             over["neuropictor.refine.mask_steps"] = round(value * loop.mask_steps / loop.steps)
     return load_params(overrides=over)
-
-
-def with_scales(pairs: dict[str, float]):
-    """`decoding.lr_scales` with the setting's `lr.<prefix>` multipliers put first."""
-    base = decoding.lr_scales
-    extra = {k[len("lr."):]: v for k, v in pairs.items() if k.startswith("lr.")}
-
-    def scales(model, loop):
-        return {**extra, **{k: v for k, v in base(model, loop).items() if k not in extra}}
-    return scales
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -123,7 +113,7 @@ def main() -> None:
             if any(r["setting"] == name and r["seed"] == seed for r in rows):
                 continue
             c = setting_params(pairs, seed)
-            decoding.lr_scales = with_scales(pairs)
+            decoding.lr_scales = with_lr_scales({k[len("lr."):]: v for k, v in pairs.items() if k.startswith("lr.")})
             t0 = time.time()
             start = pretrain(c, world, desc=f"{name} seed {seed} pretrain") if args.pretrain else pre
             model = refine(c, world, start, args.subject, desc=f"{name} seed {seed}")
