@@ -9,7 +9,9 @@ from the stimulus's own VAE latent z0 (the target of L_dif): `full` (z0 itself) 
 (z0 averaged over 4 x 4 latent pixels, the layout and colours without outlines). The same
 oracle is given at sampling. `decoded` is no oracle but what a decoder of the scan gives: a
 ridge regression from the flatmap to the coarse latent (penalty by cross-validation), its
-training-scan maps predicted out of fold (5 folds) so they are as noisy as the test scans'. If the reconstructions at alpha 1 then beat alpha 0 by far,
+training-scan maps predicted out of fold (5 folds) so they are as noisy as the test scans'.
+`decoded_sr` is the same ridge read from the calibrated encoder's S^r (stage 03, all tokens)
+instead of the flatmap: what the encoder keeps before end-to-end training. If the reconstructions at alpha 1 then beat alpha 0 by far,
 the ControlNet copy learns within the budget and E_ft's map is what lacks; if not, the
 budget or the copy's learning rate is the limit. `--steps` changes the refining steps (mask
 phase kept at the pipeline's share). Not part of a pipeline; ~3 min per hint on 2 cores.
@@ -50,9 +52,10 @@ def key(m) -> str:
     return hashlib.sha1(np.ascontiguousarray(np.asarray(m, np.float32)).tobytes()).hexdigest()
 
 
-def decoded_hint(prepared, store, subject: int, test_maps):
-    """A ridge decoder flatmap -> coarse latent for `subject`: out-of-fold predictions for its
-    training maps, the all-training fit for `test_maps`; returns hint(maps, z0) looking maps up."""
+def decoded_hint(prepared, store, subject: int, test_maps, features=lambda X: X.reshape(len(X), -1)):
+    """A ridge decoder flatmap -> coarse latent for `subject` (reading `features(maps)`):
+    out-of-fold predictions for its training maps, the all-training fit for `test_maps`;
+    returns hint(maps, z0) looking maps up."""
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold, cross_val_predict
 
@@ -61,8 +64,9 @@ def decoded_hint(prepared, store, subject: int, test_maps):
     z = store.latents(train.nsd_id.to_numpy())
     Y = F.avg_pool2d(z, 4).flatten(1).numpy()
     ridge = RidgeCV(alphas=np.logspace(-1, 6, 15))
-    oof = cross_val_predict(ridge, X.reshape(len(X), -1), Y, cv=KFold(5, shuffle=True, random_state=0))
-    test = ridge.fit(X.reshape(len(X), -1), Y).predict(np.asarray(test_maps).reshape(len(test_maps), -1))
+    A, B = features(X), features(np.asarray(test_maps, np.float32))
+    oof = cross_val_predict(ridge, A, Y, cv=KFold(5, shuffle=True, random_state=0))
+    test = ridge.fit(A, Y).predict(B)
     side, c = z.shape[-1], z.shape[1]
 
     def grid(y):
@@ -102,7 +106,7 @@ def with_oracle(hint):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subject", type=int, default=1)
-    ap.add_argument("--hints", nargs="+", default=["full", "coarse"], choices=[*HINTS, "decoded"])
+    ap.add_argument("--hints", nargs="+", default=["full", "coarse"], choices=[*HINTS, "decoded", "decoded_sr"])
     ap.add_argument("--steps", type=int, default=None, help="refining steps (default: the pipeline's)")
     ap.add_argument("--seed", type=int, default=None, help="training and sampling seed (default: params')")
     ap.add_argument("--out", default="probes/results/llmn_oracle.json")
@@ -118,6 +122,13 @@ def main() -> None:
     z0 = FeatureStore(cfg.path("features")).latents(ids)
     if "decoded" in args.hints:
         HINTS["decoded"] = decoded_hint(prepared, FeatureStore(cfg.path("features")), args.subject, maps)
+    if "decoded_sr" in args.hints:
+        encoder = decoding.load_encoder(cfg.path("encoder")).eval()
+
+        def calibrated(X):
+            with torch.no_grad():
+                return encoder.encode(torch.as_tensor(X), output="full").flatten(1).numpy()
+        HINTS["decoded_sr"] = decoded_hint(prepared, FeatureStore(cfg.path("features")), args.subject, maps, calibrated)
     pre = decoding.load_model(cfg.path("models") / "pretrain", decoding.build_neuropictor(cfg, found, mask, "pretrain"))
     rows = []
     for name in args.hints:
