@@ -13,6 +13,11 @@ from neuropictor.evaluation import held_out
 from neuropictor.models.foundation import load_world_foundation
 
 
+# the scores the probes report: Table 1's eight metrics and the synthetic world's attributes
+KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CLIP†", "EffNet-B†", "SwAV†",
+        "shape accuracy", "colour accuracy", "position error")
+
+
 class World(NamedTuple):
     prepared: Prepared
     found: object  # the world's foundation (`load_world_foundation`)

@@ -28,10 +28,7 @@ from neuropictor.config import load_params
 from neuropictor.evaluation import reconstruct_images, score_reconstructions
 from neuropictor.features import FeatureStore
 from neuropictor.methods import r2_score
-from common import pretrain, probe_world, refine, with_lr_scales  # probes/common.py (this folder is on sys.path when run as a script)
-
-KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CLIP†", "EffNet-B†", "SwAV†",
-        "shape accuracy", "colour accuracy", "position error")
+from common import KEEP, pretrain, probe_world, refine, with_lr_scales  # probes/common.py (this folder is on sys.path when run as a script)
 
 
 def background_read(model, world, subject: int) -> float:

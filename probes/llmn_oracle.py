@@ -11,9 +11,10 @@ oracle is given at sampling. `decoded` is no oracle but what a decoder of the sc
 ridge regression from the flatmap to the coarse latent (penalty by cross-validation), its
 training-scan maps predicted out of fold (5 folds) so they are as noisy as the test scans'.
 `decoded_sr` is the same ridge read from the calibrated encoder's S^r (stage 03, all tokens)
-instead of the flatmap: what the encoder keeps before end-to-end training. If the reconstructions at alpha 1 then beat alpha 0 by far,
-the ControlNet copy learns within the budget and E_ft's map is what lacks; if not, the
-budget or the copy's learning rate is the limit. `--steps` changes the refining steps (mask
+instead of the flatmap: what the encoder keeps before end-to-end training. If the
+reconstructions at alpha 1 then beat alpha 0 by far, the ControlNet copy learns within the
+budget and E_ft's map is what lacks; if not, the budget or the copy's learning rate is the
+limit. `--steps` changes the refining steps (mask
 phase kept at the pipeline's share). Not part of a pipeline; ~3 min per hint on 2 cores.
 
     python probes/llmn_oracle.py --hints full coarse decoded
@@ -21,11 +22,10 @@ phase kept at the pipeline's share). Not part of a pipeline; ~3 min per hint on 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
-
-import hashlib
 
 import numpy as np
 import torch
@@ -35,14 +35,21 @@ import neuropictor.decoding as decoding
 from neuropictor.config import load_params
 from neuropictor.evaluation import reconstruct_images, score_reconstructions
 from neuropictor.features import FeatureStore
-from common import probe_world, refine  # probes/common.py (this folder is on sys.path when run as a script)
+from common import KEEP, probe_world, refine  # probes/common.py (this folder is on sys.path when run as a script)
 
-KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CLIP†", "EffNet-B†", "SwAV†",
-        "shape accuracy", "colour accuracy", "position error")
+
+def pooled(z0: torch.Tensor) -> torch.Tensor:
+    """The latent averaged over 4 x 4 latent pixels (n, c, h / 4, w / 4)."""
+    return F.avg_pool2d(z0, 4)
+
+
+def upsampled(p: torch.Tensor, side: int) -> torch.Tensor:
+    """A pooled latent back at the latent's size, each value over its 4 x 4 block."""
+    return F.interpolate(p, size=(side, side), mode="nearest")
 
 
 def coarse(z0: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(F.avg_pool2d(z0, 4), size=z0.shape[-2:], mode="nearest")
+    return upsampled(pooled(z0), z0.shape[-1])
 
 
 HINTS = {"full": lambda maps, z0: z0, "coarse": lambda maps, z0: coarse(z0)}
@@ -62,7 +69,7 @@ def decoded_hint(prepared, store, subject: int, test_maps, features=lambda X: X.
     train = prepared.rows(subject, "train")
     X = np.asarray(prepared.flatmaps(subject, "train"), np.float32)
     z = store.latents(train.nsd_id.to_numpy())
-    Y = F.avg_pool2d(z, 4).flatten(1).numpy()
+    Y = pooled(z).flatten(1).numpy()
     ridge = RidgeCV(alphas=np.logspace(-1, 6, 15))
     A, B = features(X), features(np.asarray(test_maps, np.float32))
     oof = cross_val_predict(ridge, A, Y, cv=KFold(5, shuffle=True, random_state=0))
@@ -70,8 +77,7 @@ def decoded_hint(prepared, store, subject: int, test_maps, features=lambda X: X.
     side, c = z.shape[-1], z.shape[1]
 
     def grid(y):
-        y = torch.as_tensor(y, dtype=torch.float32).reshape(len(y), c, side // 4, side // 4)
-        return F.interpolate(y, size=(side, side), mode="nearest")
+        return upsampled(torch.as_tensor(y, dtype=torch.float32).reshape(len(y), c, side // 4, side // 4), side)
     table = {key(m): h for m, h in zip(X, grid(oof))}
     table.update({key(m): h for m, h in zip(test_maps, grid(test))})
 
@@ -119,16 +125,17 @@ def main() -> None:
     cfg = load_params(overrides=over)
     world = probe_world(cfg, args.subject)
     prepared, found, networks, mask, ids, maps, gt = world
-    z0 = FeatureStore(cfg.path("features")).latents(ids)
+    store = FeatureStore(cfg.path("features"))
+    z0 = store.latents(ids)
     if "decoded" in args.hints:
-        HINTS["decoded"] = decoded_hint(prepared, FeatureStore(cfg.path("features")), args.subject, maps)
+        HINTS["decoded"] = decoded_hint(prepared, store, args.subject, maps)
     if "decoded_sr" in args.hints:
         encoder = decoding.load_encoder(cfg.path("encoder")).eval()
 
         def calibrated(X):
             with torch.no_grad():
                 return encoder.encode(torch.as_tensor(X), output="full").flatten(1).numpy()
-        HINTS["decoded_sr"] = decoded_hint(prepared, FeatureStore(cfg.path("features")), args.subject, maps, calibrated)
+        HINTS["decoded_sr"] = decoded_hint(prepared, store, args.subject, maps, calibrated)
     pre = decoding.load_model(cfg.path("models") / "pretrain", decoding.build_neuropictor(cfg, found, mask, "pretrain"))
     rows = []
     for name in args.hints:

@@ -14,8 +14,9 @@ pretraining without it, unless `--pretrain`) or `lr.<prefix>`, an lr
 multiplier for the parameters whose names start with `<prefix>` (e.g. `lr.encoder.=0.1`,
 `lr.llmn.manipulator.=3`), added to `decoding.lr_scales` for the probe's own runs;
 `pipeline` is the params as they are. With `--pretrain` each run also pretrains (all
-subjects, under the setting and seed) instead of starting from the pipeline's model. Prints every run, then per setting the mean and spread (max - min) of
-each metric at alpha 1 and of the alpha 1 - alpha 0 difference. Not part of a pipeline;
+subjects, under the setting and seed) instead of starting from the pipeline's model.
+Prints every run, then per setting the mean and spread (max - min) of each metric at alpha 1
+and of the alpha 1 - alpha 0 difference. Not part of a pipeline;
 about 3 min per run of 240 + 48 steps on 2 cores, 10 with `--pretrain`.
 
     python probes/refine_seeds.py --seeds 0 1 2 3 --settings pipeline "long:steps=480" "enc:lr.encoder.=0.1"
@@ -35,10 +36,7 @@ from neuropictor.config import load_params
 from neuropictor.evaluation import reconstruct_images, score_reconstructions
 from neuropictor.features import FeatureStore
 from neuropictor.methods import r2_score
-from common import pretrain, probe_world, refine, with_lr_scales  # probes/common.py (this folder is on sys.path when run as a script)
-
-KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CLIP†", "EffNet-B†", "SwAV†",
-        "shape accuracy", "colour accuracy", "position error")
+from common import KEEP, pretrain, probe_world, refine, with_lr_scales  # probes/common.py (this folder is on sys.path when run as a script)
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, float]]:
@@ -99,9 +97,9 @@ def main() -> None:
     cfg = load_params()
     world = probe_world(cfg, args.subject)
     prepared, found, networks, mask, ids, maps, gt = world
-    z0 = FeatureStore(cfg.path("features")).latents(ids)
-    train = prepared.rows(args.subject, "train")
-    z0_train = FeatureStore(cfg.path("features")).latents(train.nsd_id.to_numpy())
+    store = FeatureStore(cfg.path("features"))
+    z0 = store.latents(ids)
+    z0_train = store.latents(prepared.rows(args.subject, "train").nsd_id.to_numpy())
     train_maps = torch.as_tensor(np.asarray(prepared.flatmaps(args.subject, "train"), np.float32))
     pre = decoding.load_model(cfg.path("models") / "pretrain", decoding.build_neuropictor(cfg, found, mask, "pretrain"))
     out = Path(args.out)
@@ -128,8 +126,9 @@ def main() -> None:
                 with torch.no_grad():
                     s = score_reconstructions(gt, reconstruct_images(model, found, maps, c, alpha=a), ids, found,
                                               prepared, c.world == "synthetic", networks)
-                rows.append({"setting": name, "overrides": pairs, "pretrained here": args.pretrain, "seed": seed, "alpha": a,
-                             "minutes": round(minutes, 2), "F_0^l R^2 vs z0": f0_r2, "... on training scans": f0_r2_train, **{k: round(s[k], 4) for k in KEEP}})
+                rows.append({"setting": name, "overrides": pairs, "pretrained here": args.pretrain, "seed": seed,
+                             "alpha": a, "minutes": round(minutes, 2), "F_0^l R^2 vs z0": f0_r2,
+                             "... on training scans": f0_r2_train, **{k: round(s[k], 4) for k in KEEP}})
                 print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
             out.write_text(json.dumps({"subject": args.subject, "rows": rows}, indent=1, ensure_ascii=False) + "\n")
     wanted = {n for n, _ in settings}

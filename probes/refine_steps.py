@@ -18,10 +18,7 @@ import torch
 import neuropictor.decoding as decoding
 from neuropictor.config import load_params
 from neuropictor.evaluation import reconstruct_images, score_reconstructions
-from common import probe_world, refine  # probes/common.py (this folder is on sys.path when run as a script)
-
-KEEP = ("PixCorr", "SSIM", "AlexNet(2)†", "AlexNet(5)†", "Inception†", "CLIP†", "EffNet-B†", "SwAV†",
-        "shape accuracy", "colour accuracy", "position error")
+from common import KEEP, probe_world, refine  # probes/common.py (this folder is on sys.path when run as a script)
 
 
 def main() -> None:
