@@ -34,12 +34,12 @@ foundation: $(STAMP)
 	@test -d .dvc || (dvc init --quiet && dvc config core.analytics false && dvc config core.check_update false)
 	dvc repro foundation/dvc.yaml
 
-# Table 2 (ablations, ~15 min more on 2 cores): its own pipeline, ablations/dvc.yaml
+# Table 2 (ablations, ~32 min more on 2 cores): its own pipeline, ablations/dvc.yaml
 ablations: $(STAMP)
 	@test -d .dvc || (dvc init --quiet && dvc config core.analytics false && dvc config core.check_update false)
 	dvc repro ablations/dvc.yaml
 
-# NeuralDiffuser's guidance studies (~6 min more): its own pipeline, guidance/dvc.yaml
+# NeuralDiffuser's guidance studies (~9 min more): its own pipeline, guidance/dvc.yaml
 guidance: $(STAMP)
 	@test -d .dvc || (dvc init --quiet && dvc config core.analytics false && dvc config core.check_update false)
 	dvc repro guidance/dvc.yaml

@@ -155,7 +155,8 @@ print(result)
 # ## The two terms
 # L_dif (Eq. 8) and L_sem (Eq. 3) apart. L_sem is on in refining, and in multi-subject
 # pretraining where `sem_in_pretraining` (the paper's text; the released code has it off there);
-# in the final empty-caption phase it stays on.
+# in the final empty-caption phase it stays on. With `lambda_low` above 0 a third panel shows
+# L_low (E_ft's map against the stimulus latent; this world's addition, off by default).
 
 # %%
 if history:
@@ -163,7 +164,7 @@ if history:
     import seaborn as sns
 
     log = pd.DataFrame(history)
-    terms = [k for k in ("L_dif", "L_sem") if k in log]
+    terms = [k for k in ("L_dif", "L_sem", "L_low") if k in log]
     long = log.melt(id_vars=["step", "phase"], value_vars=terms, var_name="term", value_name="value")
     grid = sns.relplot(data=long, x="step", y="value", hue="phase", col="term", kind="line",
                        facet_kws={"sharey": False}, height=2.8, aspect=1.3)

@@ -158,7 +158,8 @@ for s in subjects:
                          **score_reconstructions(data.images_test, imgs, data.ids_test, found, prepared, synthetic,
                                                  networks)})
         if s == s0:
-            shown[ROW_NAMES[m]], shown[f"{ROW_NAMES[m]} + guidance"] = before["images"], after
+            short = ROW_NAMES[m].split(" (")[0]  # the figure's row labels: the name without its gloss
+            shown[short], shown[f"{short}\n+ guidance"] = before["images"], after
     print(f"subject {s}: {len(P.guided_rows)} methods redrawn with guidance ({time.time() - T0:.0f} s)")
 results = pd.DataFrame(rows)
 
