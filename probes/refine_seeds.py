@@ -100,6 +100,7 @@ def main() -> None:
     store = FeatureStore(cfg.path("features"))
     z0 = store.latents(ids)
     z0_train = store.latents(prepared.rows(args.subject, "train").nsd_id.to_numpy())
+    states = store.states(ids)
     train_maps = torch.as_tensor(np.asarray(prepared.flatmaps(args.subject, "train"), np.float32))
     pre = decoding.load_model(cfg.path("models") / "pretrain", decoding.build_neuropictor(cfg, found, mask, "pretrain"))
     out = Path(args.out)
@@ -120,6 +121,7 @@ def main() -> None:
             with torch.no_grad():  # how much of the latents E_ft's map F_0^l holds (test; training scans)
                 F0 = model.llmn.feature_map(model.conditions(torch.as_tensor(maps))[0])
                 F0_train = model.llmn.feature_map(model.conditions(train_maps)[0])
+                _, F_txt, F_sem = model.conditions(torch.as_tensor(maps))
             f0_r2 = round(r2_score(F0.flatten(1), z0.flatten(1)), 4)
             f0_r2_train = round(r2_score(F0_train.flatten(1), z0_train.flatten(1)), 4)
             for a in (0.0, 1.0):
@@ -128,7 +130,9 @@ def main() -> None:
                                               prepared, c.world == "synthetic", networks)
                 rows.append({"setting": name, "overrides": pairs, "pretrained here": args.pretrain, "seed": seed,
                              "alpha": a, "minutes": round(minutes, 2), "F_0^l R^2 vs z0": f0_r2,
-                             "... on training scans": f0_r2_train, **{k: round(s[k], 4) for k in KEEP}})
+                             "... on training scans": f0_r2_train,
+                             "F~txt R^2 vs caption states": round(r2_score(F_txt, states), 4),
+                             "F^sem R^2": round(r2_score(F_sem, states), 4), **{k: round(s[k], 4) for k in KEEP}})
                 print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
             out.write_text(json.dumps({"subject": args.subject, "rows": rows}, indent=1, ensure_ascii=False) + "\n")
     wanted = {n for n, _ in settings}

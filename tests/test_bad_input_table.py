@@ -71,6 +71,7 @@ PARAMS = [
     ({"neuropictor.llmn_map": "pixels"}, r"llmn_map is 'pixels'; use latent or features"),
     ({"neuropictor.llmn_input": "zscore"}, r"llmn_input is 'zscore'; use raw"),
     ({"neuropictor.hlgn_hidden_tokens": 0}, r"hlgn_hidden_tokens is 0; use a positive count or null"),
+    ({"neuropictor.hlgn_dropout": 1.0}, r"hlgn_dropout is 1.0; use a share in \[0, 1\)"),
     ({"synthetic.default.n_repeats": 0}, r"synthetic\.default\.n_repeats is 0"),
     ({"synthetic.snr_range": [0, 1]}, r"synthetic\.snr_range is \[0\.0, 1\.0\]; it must be greater than 0"),
     ({"prep.flatmap_margin": 0.7}, r"prep\.flatmap_margin is 0\.7"),

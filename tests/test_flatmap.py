@@ -18,7 +18,7 @@ def visual_roi():
 
 def test_linear_pattern_is_reproduced_exactly(visual_roi):
     fs = cortex.fsaverage5()
-    flat = build_flatmap(visual_roi, 32)
+    flat = build_flatmap(visual_roi, 32, roi_only=False)  # every cortex pixel: plain barycentric interpolation
     values = np.concatenate([3 * fs[h]["flat"][:, 0] - 2 * fs[h]["flat"][:, 1] + 50 * i
                              for i, h in enumerate(cortex.HEMIS)])
     img = flat.project(values[None])[0]
@@ -26,6 +26,20 @@ def test_linear_pattern_is_reproduced_exactly(visual_roi):
     assert flat.mask.mean() > 0.3
     np.testing.assert_allclose(img[flat.mask], expected[flat.mask], rtol=1e-4, atol=1e-2)
     assert (img[~flat.mask] == 0).all()
+
+
+def test_roi_only_draws_the_roi_and_zeroes_the_rest(visual_roi):
+    """NeuroPictor's flatmaps are zero outside the visual-cortex mask: activity outside the ROI
+    reaches no pixel, and the mask is the ROI's part of the crop."""
+    roi = visual_roi & (cortex.both_hemispheres(cortex.Anatomy(), 5, 6)["area"] <= 3)  # V1-V3: a box with cortex around them
+    inside, everything = build_flatmap(roi, 32), build_flatmap(roi, 32, roi_only=False)
+    assert np.array_equal(inside.pixel_xy, everything.pixel_xy)  # the same crop
+    assert inside.mask.sum() < 0.8 * everything.mask.sum() and (inside.mask <= everything.mask).all()
+    outside = (~roi).astype(np.float32)[None]
+    assert (inside.project(outside) == 0).all() and everything.project(outside).max() > 0.5
+    ones = inside.project(roi.astype(np.float32)[None])[0]
+    np.testing.assert_allclose(ones[inside.mask], 1, rtol=1e-5)  # border pixels renormalised over their ROI vertices
+    assert (ones[~inside.mask] == 0).all()
 
 
 def test_hemispheres_go_to_their_half(visual_roi):

@@ -77,6 +77,24 @@ def test_hlgn_and_feature_transform_shapes_and_zero_aux():
     assert FeatureTransform(L_R, D_R, C, (2, 3))(S).shape == (3, C, 2, 3)
 
 
+def test_hlgn_dropout_acts_in_training_only():
+    S = torch.randn(4, L_R, D_R)
+    torch.manual_seed(0)
+    plain = HLGN(L_R, D_R, L_T, D_T)
+    torch.manual_seed(0)
+    dropped = HLGN(L_R, D_R, L_T, D_T, dropout=0.5)
+    # same weights; in evaluation the dropout is the identity, so both read S^r alike
+    assert torch.equal(plain.eval()(S)[0], dropped.eval()(S)[0])
+    dropped.train()
+    a, b = dropped(S)[0], dropped(S)[0]
+    assert not torch.equal(a, b) and not torch.equal(a, plain(S)[0])  # fresh masks, off the plain read-out
+    model = make_model(layout=dict(hlgn_dropout=0.3))
+    assert model.hlgn.dropout.p == 0.3
+    assert isinstance(make_model().hlgn.dropout, nn.Identity)  # 0 (as released): no layer at all
+    with pytest.raises(ValueError, match="dropout"):
+        HLGN(L_R, D_R, L_T, D_T, dropout=1.0)
+
+
 def test_llmn_adds_nothing_at_init():
     model = make_model()
     maps, z, _ = tiny_batch()

@@ -104,8 +104,8 @@ def _mismatches(shapes: dict) -> list[str]:
 def test_paper_params_are_the_released_layout(paper_cfg):
     cfg = paper_cfg  # SD-2.1-base's geometry, the released code's layout
     assert (cfg.prep.flatmap_size, cfg.encoder.patch, cfg.encoder.width, cfg.prep.image_size) == (256, 16, 1024, 512)
-    assert (cfg.neuropictor.hlgn_hidden_tokens, cfg.neuropictor.hlgn_layer_norm,
-            cfg.neuropictor.llmn_map, cfg.neuropictor.llmn_input) == (HLGN_HIDDEN, True, "features", "raw")
+    assert (cfg.neuropictor.hlgn_hidden_tokens, cfg.neuropictor.hlgn_layer_norm, cfg.neuropictor.hlgn_dropout,
+            cfg.neuropictor.llmn_map, cfg.neuropictor.llmn_input) == (HLGN_HIDDEN, True, 0.0, "features", "raw")
 
 
 @pytest.mark.parametrize("wrong", ["context width 768", "HLGN hidden tokens 167"])

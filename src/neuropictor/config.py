@@ -119,6 +119,7 @@ class Prep:
     flatmap_size: int = 64  # flatmap side in pixels (paper: 256)
     flatmap_roi: str = "nsdgeneral"  # fsaverage label whose bounding box is the crop
     flatmap_margin: float = 0.05  # crop margin, fraction of the box
+    flatmap_roi_only: bool = True  # zero outside the ROI (NeuroPictor's flatmaps) | false: all cortex in the crop
     image_size: int = 64  # stimuli are resized to this for later stages
     n_workers: int = 2  # subjects prepared in parallel
     min_repeats: int = 1  # images with fewer repeats are dropped (reported)
@@ -265,6 +266,7 @@ class NeuroPictorParams:
     # layout where this world and the released code differ (params.paper.yaml: 128, true, features)
     hlgn_hidden_tokens: int | None = None  # HLGN's middle token count; null = (L_r + L_T) // 2
     hlgn_layer_norm: bool = False  # LayerNorm closing each HLGN branch, aux zero conv kernel 3
+    hlgn_dropout: float = 0.0  # share of S^r zeroed in training before the HLGN reads it (code: 0)
     llmn_map: str = "latent"  # F_0^l at the latent's shape (latent) | the UNet's first width (features)
     llmn_input: str = "standardised"  # what E_ft reads: S^r standardised per feature over the batch | raw (as encoded, the released code)
     pretrain: Loop = field(default_factory=lambda: Loop(steps=800, batch_size=32, lr=1e-3, mask_steps=160,
@@ -687,6 +689,8 @@ def _validate(s: Settings, path: Path) -> None:
             f"code) or standardised (per feature over the batch).")
     if s.neuropictor.hlgn_hidden_tokens is not None and s.neuropictor.hlgn_hidden_tokens < 1:
         bad(f"params.neuropictor.hlgn_hidden_tokens is {s.neuropictor.hlgn_hidden_tokens}; use a positive count or null.")
+    if not 0 <= s.neuropictor.hlgn_dropout < 1:
+        bad(f"params.neuropictor.hlgn_dropout is {s.neuropictor.hlgn_dropout}; use a share in [0, 1) (0: none, as released).")
     if s.neuropictor.sem_loss not in ("sum", "mean"):
         bad(f"params.neuropictor.sem_loss is '{s.neuropictor.sem_loss}'; use sum (the paper's text) or mean "
             f"(the released code).")

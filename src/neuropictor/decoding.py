@@ -92,7 +92,8 @@ def build_neuropictor(cfg: Settings, found, mask: np.ndarray, stage: str) -> Neu
     empty = caption_states(pipe, [""])
     n = cfg.neuropictor
     model = NeuroPictor(encoder, pipe.unet, empty, scheduler, switches(cfg, stage), hlgn_hidden_tokens=n.hlgn_hidden_tokens,
-                        hlgn_layer_norm=n.hlgn_layer_norm, llmn_map=n.llmn_map, llmn_input=n.llmn_input)
+                        hlgn_layer_norm=n.hlgn_layer_norm, llmn_map=n.llmn_map, llmn_input=n.llmn_input,
+                        hlgn_dropout=n.hlgn_dropout)
     if cfg.compute.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return model

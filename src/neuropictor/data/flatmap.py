@@ -66,8 +66,13 @@ def _rasterise(xy: np.ndarray, faces: np.ndarray, px: np.ndarray, py: np.ndarray
     return (rr * w + cc)[inside], faces[face[inside]], bary[inside]
 
 
-def build_flatmap(roi: np.ndarray, size: int = 64, margin: float = 0.05) -> Flatmap:
-    """Flatmap projection cropped to the bounding box of `roi` (bool, 2 * 10242 vertices)."""
+def build_flatmap(roi: np.ndarray, size: int = 64, margin: float = 0.05, roi_only: bool = True) -> Flatmap:
+    """Flatmap projection cropped to the bounding box of `roi` (bool, 2 * 10242 vertices).
+
+    roi_only: only the ROI's vertices are drawn and the pixels they do not reach are zero (off
+    the mask), as NeuroPictor's flatmaps are (zero outside the visual-cortex mask); a pixel on
+    the ROI's border interpolates its ROI vertices only. False: every vertex in the crop is
+    drawn, i.e. the cortex around the ROI too."""
     roi = np.asarray(roi, bool)
     n = cortex.N_VERTS
     if roi.shape != (2 * n,):
@@ -93,6 +98,8 @@ def build_flatmap(roi: np.ndarray, size: int = 64, margin: float = 0.05) -> Flat
         cy = centre[1] - (np.arange(size) + 0.5 - size / 2) / scale
         px, py = np.meshgrid(cx, cy)
         pix, verts, w = _rasterise(xy, faces, px, py)
+        if roi_only:  # weights on vertices outside the ROI dropped; the rows renormalised below
+            w = np.where(roi[h * n:(h + 1) * n][verts], w, 0.0)
         r, c = np.divmod(pix, half)
         rows.append(np.repeat(r * size + c + h * half, 3))
         cols.append(verts.ravel() + h * n)
@@ -102,6 +109,7 @@ def build_flatmap(roi: np.ndarray, size: int = 64, margin: float = 0.05) -> Flat
     proj = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                          shape=(size * size, 2 * n)).tocsr()
     # a pixel hit by two overlapping triangles keeps the average of both interpolations
+    proj.eliminate_zeros()
     total = np.asarray(proj.sum(1)).ravel()
     norm = np.where(total > 0, 1.0 / np.maximum(total, 1e-12), 0.0)
     proj = sp.diags(norm) @ proj

@@ -307,7 +307,7 @@ def prepare(cfg: Settings, out_root: Path | None = None) -> dict:
     n_corpus = 0
     if cfg.prep.surface:
         roi = read_fsaverage_label(layout, cfg.prep.flatmap_roi) > 0
-        flat = build_flatmap(roi, cfg.prep.flatmap_size, cfg.prep.flatmap_margin)
+        flat = build_flatmap(roi, cfg.prep.flatmap_size, cfg.prep.flatmap_margin, cfg.prep.flatmap_roi_only)
         save_npy(out_root / "flatmap_mask.npy", flat.mask)
         # the corpus first, independently of the subjects: a missing corpus stops in seconds
         n_corpus = prepare_corpus(cfg, flat, out_root)

@@ -71,11 +71,17 @@ class HLGN(nn.Module):
     """High-level guiding network (Sec. 3.2): S^r (n, L_r, d_r) -> F~txt, F^sem (n, L_T, d_T).
 
     `layer_norm` is the released code's layout (a LayerNorm ends each branch; the auxiliary
-    branch's zero conv has kernel 3); without it, this world's (no norm, kernel 1)."""
+    branch's zero conv has kernel 3); without it, this world's (no norm, kernel 1).
+    `dropout`: share of S^r's numbers zeroed (in training only) before both branches read it;
+    0 as released."""
 
     def __init__(self, L_r: int, d_r: int, L_T: int, d_T: int, hidden_tokens: int | None = None,
-                 use_aux: bool = True, hidden_dim: int | None = None, layer_norm: bool = False):
+                 use_aux: bool = True, hidden_dim: int | None = None, layer_norm: bool = False,
+                 dropout: float = 0.0):
         super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"HLGN dropout must be in [0, 1), got {dropout}")
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         ht = hidden_tokens or max(1, (L_r + L_T) // 2)
         hd = hidden_dim or max(d_r, d_T)
         norm = [nn.LayerNorm(d_T)] if layer_norm else []
@@ -93,6 +99,7 @@ class HLGN(nn.Module):
 
     def forward(self, S_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """S^r (n, L_r, d_r) -> (F~txt, F^sem), each (n, L_T, d_T)."""
+        S_r = self.dropout(S_r)
         F_txt = self.fmri_to_text(S_r)
         F_sem = F_txt + self.aux(S_r) if self.aux is not None else F_txt  # Eq. 4
         return F_txt, F_sem
@@ -214,14 +221,15 @@ class NeuroPictor(nn.Module):
     encoder: fMRI encoder (see module docstring); unet: diffusers `UNet2DConditionModel`
     (frozen here); empty_states: the text encoder's states of the empty caption (1, L_T, d_T);
     noise_scheduler: the DDPM scheduler that defines training's forward process;
-    hlgn_hidden_tokens, hlgn_layer_norm, llmn_map, llmn_input: the layout choices where this
-    world and the released code differ (params `neuropictor.hlgn_*`, `neuropictor.llmn_*`).
+    hlgn_hidden_tokens, hlgn_layer_norm, hlgn_dropout, llmn_map, llmn_input: the layout choices
+    where this world and the released code differ (params `neuropictor.hlgn_*`, `neuropictor.llmn_*`).
     """
 
     def __init__(self, encoder: nn.Module, unet, empty_states: torch.Tensor, noise_scheduler,
                  switches: ModelSwitches = ModelSwitches(), hidden_tokens: int | None = None,
                  hidden_dim: int | None = None, hlgn_hidden_tokens: int | None = None,
-                 hlgn_layer_norm: bool = False, llmn_map: str = "latent", llmn_input: str = "raw"):
+                 hlgn_layer_norm: bool = False, llmn_map: str = "latent", llmn_input: str = "raw",
+                 hlgn_dropout: float = 0.0):
         super().__init__()
         if empty_states.dim() == 2:
             empty_states = empty_states[None]
@@ -238,7 +246,7 @@ class NeuroPictor(nn.Module):
             encoder.freeze_decoder()
         self.encoder = encoder if switches.encoder_trainable else encoder.requires_grad_(False).eval()
         self.hlgn = HLGN(L_r, d_r, L_T, d_T, hlgn_hidden_tokens or hidden_tokens, use_aux=switches.use_aux,
-                         hidden_dim=hidden_dim, layer_norm=hlgn_layer_norm)
+                         hidden_dim=hidden_dim, layer_norm=hlgn_layer_norm, dropout=hlgn_dropout)
         # the LLMN copies the UNet's encoder weights, so build it before anything changes them
         self.llmn = (LLMN(unet, L_r, d_r, layout=llmn_map, transform_input=llmn_input)
                      if switches.use_llmn else None)
