@@ -63,14 +63,15 @@ def main() -> None:
         refined = load_model(cfg.path("models") / f"refine_subj{s}", build_neuropictor(cfg, world.found, world.mask, "refine"))
         flat = lambda x: x.flatten(1).numpy()  # noqa: E731
         with torch.no_grad():
+            refined_train, refined_test = refined.conditions(maps_train), refined.conditions(maps_test)
             reps = {
                 "voxels": (data.x_train, data.x_test),
                 "flatmap": (flat(maps_train), flat(maps_test)),
                 "S^r calibrated": (flat(encoder.encode(maps_train, output="full")),
                                    flat(encoder.encode(maps_test, output="full"))),
                 "S^r pretrained": (flat(pretrained.conditions(maps_train)[0]), flat(pretrained.conditions(maps_test)[0])),
-                "S^r refined": (flat(refined.conditions(maps_train)[0]), flat(refined.conditions(maps_test)[0])),
-                "F^sem refined": (flat(refined.conditions(maps_train)[2]), flat(refined.conditions(maps_test)[2])),
+                "S^r refined": (flat(refined_train[0]), flat(refined_test[0])),
+                "F^sem refined": (flat(refined_train[2]), flat(refined_test[2])),
             }
         alphas = cfg.prep.ridge.alphas
         reps["ridge c (voxels)"] = (flat(ridge_fit_predict(data.x_train, data.c_train, data.x_train, alphas)),

@@ -119,9 +119,9 @@ def main() -> None:
             minutes = (time.time() - t0) / 60
             decoding.lr_scales = base
             with torch.no_grad():  # how much of the latents E_ft's map F_0^l holds (test; training scans)
-                F0 = model.llmn.feature_map(model.conditions(torch.as_tensor(maps))[0])
+                S_r, F_txt, F_sem = model.conditions(torch.as_tensor(maps))
+                F0 = model.llmn.feature_map(S_r)
                 F0_train = model.llmn.feature_map(model.conditions(train_maps)[0])
-                _, F_txt, F_sem = model.conditions(torch.as_tensor(maps))
             f0_r2 = round(r2_score(F0.flatten(1), z0.flatten(1)), 4)
             f0_r2_train = round(r2_score(F0_train.flatten(1), z0_train.flatten(1)), 4)
             for a in (0.0, 1.0):
