@@ -87,9 +87,11 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.5, 1.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--methods", nargs="+", default=["ridge", "neuropictor"], choices=["ridge", "neuropictor"])
+    ap.add_argument("--params", default=None, help="a params file of another world (default params.yaml), e.g. "
+                    "one with more training images per subject whose stages 00-02b were run into paths of its own")
     ap.add_argument("--out", default="probes/results/data_size.json")
     args = ap.parse_args()
-    base = load_params()
+    base = load_params(args.params)
     world = probe_world(base, args.subject)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +101,7 @@ def main() -> None:
             for seed in args.seeds:
                 if any(r["method"] == method and r["fraction"] == fraction and r["seed"] == seed for r in rows):
                     continue
-                cfg = load_params(overrides={"seed": seed})
+                cfg = load_params(args.params, overrides={"seed": seed})
                 t0 = time.time()
                 if method == "ridge":
                     images, n = ridge_images(cfg, world, args.subject, fraction, seed)
