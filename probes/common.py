@@ -57,18 +57,22 @@ def with_lr_scales(extra: dict[str, float]) -> Callable:
     return scales
 
 
-def pretrain(cfg: Settings, world, wrap: Callable = lambda m: m, desc: str = "pretrain"):
-    """Multi-subject pretraining as stage 04 runs it; `wrap` may change the fresh model first."""
+def pretrain(cfg: Settings, world, wrap: Callable = lambda m: m, desc: str = "pretrain",
+             rows: Callable = lambda data: data):
+    """Multi-subject pretraining as stage 04 runs it; `wrap` may change the fresh model first,
+    `rows` the training set (`decoding_data`'s, e.g. restricted to some images)."""
     model = wrap(decoding.build_neuropictor(cfg, world.found, world.mask, "pretrain"))
-    data = decoding.decoding_data(cfg, world.prepared, list(cfg.prep.subjects), "train")
+    data = rows(decoding.decoding_data(cfg, world.prepared, list(cfg.prep.subjects), "train"))
     decoding.train_neuropictor(model.train(), data, cfg.neuropictor.pretrain, cfg.seed, None, desc=desc)
     return model.eval()
 
 
-def refine(cfg: Settings, world, pretrained, subject: int, wrap: Callable = lambda m: m, desc: str = "refine"):
-    """Refining on `subject` from `pretrained` (its auxiliary encoder, absent there, starts at 0)."""
+def refine(cfg: Settings, world, pretrained, subject: int, wrap: Callable = lambda m: m, desc: str = "refine",
+           rows: Callable = lambda data: data):
+    """Refining on `subject` from `pretrained` (its auxiliary encoder, absent there, starts at 0);
+    `rows` as in `pretrain`."""
     model = wrap(decoding.build_neuropictor(cfg, world.found, world.mask, "refine"))
     model.load_trainable(pretrained.trainable_state_dict(), strict=False)
-    data = decoding.decoding_data(cfg, world.prepared, [subject], "train")
+    data = rows(decoding.decoding_data(cfg, world.prepared, [subject], "train"))
     decoding.train_neuropictor(model.train(), data, cfg.neuropictor.refine, cfg.seed, None, desc=desc)
     return model.eval()

@@ -33,7 +33,7 @@ from neuropictor.config import load_params
 from neuropictor.evaluation import reconstruct_images, score_reconstructions
 from neuropictor.methods import subject_data, takagi
 from neuropictor.methods.base import draw
-from common import KEEP, probe_world
+from common import KEEP, pretrain, probe_world, refine
 
 
 def kept_ids(prepared, subject, fraction: float, seed: int = 0) -> np.ndarray:
@@ -54,19 +54,12 @@ def subset_pairs(pairs, prepared, fraction: float):
     return pairs
 
 
-def train_neuropictor(cfg, world, subject: int, fraction: float, seed: int):
-    """Stage 04's two trainings on the kept scans only."""
-    prepared = world.prepared
-    model = decoding.build_neuropictor(cfg, world.found, world.mask, "pretrain")
-    data = subset_pairs(decoding.decoding_data(cfg, prepared, list(cfg.prep.subjects), "train"), prepared, fraction)
-    decoding.train_neuropictor(model.train(), data, cfg.neuropictor.pretrain, seed, None,
-                               desc=f"{fraction:g} seed {seed} pretrain ({len(data)} scans)")
-    refined = decoding.build_neuropictor(cfg, world.found, world.mask, "refine")
-    refined.load_trainable(model.trainable_state_dict(), strict=False)
-    data = subset_pairs(decoding.decoding_data(cfg, prepared, [subject], "train"), prepared, fraction)
-    decoding.train_neuropictor(refined.train(), data, cfg.neuropictor.refine, seed, None,
-                               desc=f"{fraction:g} seed {seed} refine ({len(data)} scans)")
-    return refined.eval(), len(data)
+def train_neuropictor(cfg, world, subject: int, fraction: float):
+    """Stage 04's two trainings (under `cfg.seed`) on the kept scans only."""
+    kept = lambda data: subset_pairs(data, world.prepared, fraction)  # noqa: E731
+    model = pretrain(cfg, world, desc=f"{fraction:g} seed {cfg.seed} pretrain", rows=kept)
+    refined = refine(cfg, world, model, subject, desc=f"{fraction:g} seed {cfg.seed} refine", rows=kept)
+    return refined, len(kept(decoding.decoding_data(cfg, world.prepared, [subject], "train")))
 
 
 def ridge_images(cfg, world, subject: int, fraction: float, seed: int):
@@ -106,7 +99,7 @@ def main() -> None:
                 if method == "ridge":
                     images, n = ridge_images(cfg, world, args.subject, fraction, seed)
                 else:
-                    model, n = train_neuropictor(cfg, world, args.subject, fraction, seed)
+                    model, n = train_neuropictor(cfg, world, args.subject, fraction)
                     with torch.no_grad():
                         images = reconstruct_images(model, world.found, world.maps, cfg, alpha=1.0)
                 s = score_reconstructions(world.gt, images, world.ids, world.found, world.prepared,
