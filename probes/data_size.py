@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import neuropictor.decoding as decoding
 from neuropictor.config import load_params
 from neuropictor.evaluation import reconstruct_images, score_reconstructions
 from neuropictor.methods import subject_data, takagi
@@ -59,7 +58,8 @@ def train_neuropictor(cfg, world, subject: int, fraction: float):
     kept = lambda data: subset_pairs(data, world.prepared, fraction)  # noqa: E731
     model = pretrain(cfg, world, desc=f"{fraction:g} seed {cfg.seed} pretrain", rows=kept)
     refined = refine(cfg, world, model, subject, desc=f"{fraction:g} seed {cfg.seed} refine", rows=kept)
-    return refined, len(kept(decoding.decoding_data(cfg, world.prepared, [subject], "train")))
+    ids = world.prepared.rows(subject, "train").nsd_id.to_numpy()
+    return refined, int(np.isin(ids, kept_ids(world.prepared, subject, fraction)).sum())  # its refining scans
 
 
 def ridge_images(cfg, world, subject: int, fraction: float, seed: int):
